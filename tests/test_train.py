@@ -97,3 +97,53 @@ def test_small_model_learns_to_move(tmp_path):
     local = joints - joints[:, :1]
     motion = local.std(axis=0).mean()
     assert motion > 0.01, f"joints barely move (mean std {motion:.4f} m)"
+
+
+@pytest.mark.slow
+def test_training_survives_drive_disappearing(tmp_path, train_npz):
+    """Drive vanishes mid-run (writes fail), comes back: training finishes and the mirror catches up."""
+    import shutil
+    import threading
+    import time
+
+    from kpop_helpers.train.trainer import Trainer
+    from kpop_helpers.utils import sha256_file
+
+    drive = tmp_path / "drive"
+    cfg = TrainConfig(data=str(train_npz), out=str(tmp_path / "local"), drive_dir=str(drive), preset="tiny",
+                      steps=40, batch_size=4, save_every=2, eval_every=40, wandb="off", sample_prompts=(),
+                      max_checkpoints=3, resume="none")
+    trainer = Trainer(cfg, progress=False)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            trainer.train()
+        except BaseException as exc:  # surfaced in the main thread
+            errors.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.time() + 300
+    while not list(drive.rglob("*.pt")) and time.time() < deadline and not done.is_set():
+        time.sleep(0.05)
+    assert list(drive.rglob("*.pt")), "nothing reached Drive before the outage"
+    # Outage: the folder is gone and a plain file sits where it was, so every write to it fails.
+    shutil.move(str(drive), str(tmp_path / "drive_away"))
+    drive.write_text("not a folder")
+    step_at_outage = trainer.step
+    while trainer.step < step_at_outage + 8 and not done.is_set():
+        time.sleep(0.05)
+    steps_during_outage = trainer.step - step_at_outage
+    drive.unlink()
+    shutil.move(str(tmp_path / "drive_away"), str(drive))
+    worker.join(timeout=600)
+    assert not errors, errors
+    assert steps_during_outage >= 8 or trainer.step == cfg.steps  # training kept going without Drive
+    local = {p.name: sha256_file(p) for p in (tmp_path / "local").glob("checkpoint_*.pt")}
+    mirrored = {p.name: sha256_file(p) for p in drive.rglob("checkpoint_*.pt")}
+    assert local and all(mirrored.get(name) == digest for name, digest in local.items()), (local, mirrored)
+    assert any(name.endswith(f"_step{cfg.steps}.pt") for name in mirrored)

@@ -29,6 +29,7 @@ from kpop_helpers.train.ema import EMA, lr_lambda
 from kpop_helpers.train.setup import build_data, build_model, build_text_cache, resolve_device
 
 logger = logging.getLogger(__name__)
+DRIVE_FLUSH_TIMEOUT_S = 120  # at the end of a run; training itself never waits for Drive
 
 
 @dataclass
@@ -238,7 +239,9 @@ class Trainer:
         if self.is_main and cfg.sample_prompts:
             self.render_samples()
         wall = time.perf_counter() - t0
-        self.ckpt.close()
+        if not self.ckpt.close(timeout=DRIVE_FLUSH_TIMEOUT_S):
+            logger.warning("Drive did not catch up within %d s; local checkpoints are complete and the copy "
+                           "resumes on the next run (or call CheckpointManager.flush())", DRIVE_FLUSH_TIMEOUT_S)
         if self.tracker:
             self.tracker.close()
         done = self.step - start
