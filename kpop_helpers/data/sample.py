@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.choreo import MOVES, Knobs, Timeline, render
+from kpop_helpers.data.choreo import Knobs, Timeline, render
+from kpop_helpers.data.moves import MOVES
 from kpop_helpers.data.clip import DataError, MotionClip
 from kpop_helpers.data.io import save_npz
 from kpop_helpers.motion.quality import quality_report
