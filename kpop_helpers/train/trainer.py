@@ -176,7 +176,7 @@ class Trainer:
 
     def _loss(self, x0, t, mask, text, noise) -> torch.Tensor:
         x_t = self.diffusion.q_sample(x0, t, noise)
-        pred = self.model(x_t, self.diffusion.model_timesteps(t), text)
+        pred = self.model(x_t, self.diffusion.model_timesteps(t), text, frame_mask=mask)
         frame_mask = mask[:, None, None, :].float()
         per_row = ((pred.float() - x0) ** 2 * frame_mask).sum(dim=(1, 2, 3)) / (frame_mask.sum(dim=(1, 2, 3)) * x0.shape[1])
         loss = per_row.mean()
@@ -202,7 +202,8 @@ class Trainer:
             t = torch.randint(0, self.diffusion.num_steps, (x0.shape[0],), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
             per_row = self.diffusion.training_loss(
-                lambda xt, mt, e=batch["text_emb"].to(self.device): model(xt, mt, e, torch.zeros(xt.shape[0], dtype=torch.bool, device=xt.device)),
+                lambda xt, mt, e=batch["text_emb"].to(self.device), m=batch["mask"].to(self.device): model(
+                    xt, mt, e, torch.zeros(xt.shape[0], dtype=torch.bool, device=xt.device), frame_mask=m),
                 x0.to(self.device), t.to(self.device), batch["mask"].to(self.device), noise.to(self.device))
             losses.append(per_row.float().cpu())
         return float(torch.cat(losses).mean())
