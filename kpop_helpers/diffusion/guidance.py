@@ -1,0 +1,54 @@
+"""Classifier-free guidance for MDM: one batched pass over conditioned and unconditioned rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from kpop_helpers.diffusion.gaussian import ModelFn
+
+# MDM forward: model(x [B,263,1,T], timesteps [B] long, text_emb [B,D], uncond bool [B] | None) -> x0.
+MDMForward = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
+
+
+def guided_combine(out_cond: Tensor, out_uncond: Tensor, scale: float | Tensor) -> Tensor:
+    """out_uncond + scale * (out_cond - out_uncond), with a scalar or per-row [B] scale."""
+    scale = _row_scale(scale, out_cond)
+    return out_uncond + scale * (out_cond - out_uncond)
+
+
+def _row_scale(scale: float | Tensor, like: Tensor) -> Tensor:
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=like.device)
+    if scale.ndim == 0:
+        scale = scale.expand(like.shape[0])
+    if scale.shape != (like.shape[0],):
+        raise ValueError(f"guidance scale must be a number or have shape [{like.shape[0]}], "
+                         f"got {tuple(scale.shape)}")
+    return scale.reshape(like.shape[0], *([1] * (like.ndim - 1)))
+
+
+def cfg_model_fn(model: MDMForward, text_emb: Tensor, scale: float | Tensor = 2.5) -> ModelFn:
+    """A diffusion model_fn(x, model_t) applying classifier-free guidance to an MDM-style model.
+
+    Rows are run as ONE batch of 2B (B conditioned, then B with `uncond=True`), which halves the
+    number of network calls compared with the reference's two passes; the result is identical for a
+    network whose rows are independent. A plain scale of exactly 1 returns the conditioned output
+    from a batch of B, as MDM's sample script does when guidance_param == 1.
+    """
+    conditioned_only = not isinstance(scale, Tensor) and float(scale) == 1.0
+
+    def model_fn(x: Tensor, model_t: Tensor) -> Tensor:
+        batch = x.shape[0]
+        if text_emb.shape[0] != batch:
+            raise ValueError(f"text_emb has {text_emb.shape[0]} rows but the sample batch has {batch}")
+        if conditioned_only:
+            return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device))
+        uncond = torch.cat([torch.zeros(batch, dtype=torch.bool, device=x.device),
+                            torch.ones(batch, dtype=torch.bool, device=x.device)])
+        out = model(torch.cat([x, x]), torch.cat([model_t, model_t]), torch.cat([text_emb, text_emb]), uncond)
+        out_cond, out_uncond = out[:batch], out[batch:]
+        return guided_combine(out_cond, out_uncond, scale)
+
+    return model_fn
