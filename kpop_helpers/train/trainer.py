@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kpop_helpers.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
-from kpop_helpers.diffusion import GaussianDiffusion
+from kpop_helpers.diffusion import GaussianDiffusion, masked_l2
 from kpop_helpers.motion.stats import MotionStats
 from kpop_helpers.train.config import TrainConfig
 from kpop_helpers.train.dataset import WindowBatcher
@@ -178,8 +178,7 @@ class Trainer:
         x_t = self.diffusion.q_sample(x0, t, noise)
         pred = self.model(x_t, self.diffusion.model_timesteps(t), text, frame_mask=mask)
         frame_mask = mask[:, None, None, :].float()
-        per_row = ((pred.float() - x0) ** 2 * frame_mask).sum(dim=(1, 2, 3)) / (frame_mask.sum(dim=(1, 2, 3)) * x0.shape[1])
-        loss = per_row.mean()
+        loss = masked_l2(x0, pred.float(), frame_mask).mean()
         if self.cfg.lambda_vel > 0:
             vel_mask = frame_mask[..., 1:] * frame_mask[..., :-1]
             dv = (pred[..., 1:] - pred[..., :-1]).float() - (x0[..., 1:] - x0[..., :-1])
