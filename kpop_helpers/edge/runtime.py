@@ -1,0 +1,181 @@
+"""EdgeGenerator: prompts -> dance joints with ONNX Runtime and numpy only (no torch import, ever)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpop_helpers.data.clip import DataError
+from kpop_helpers.edge.manifest import INPUT_NAMES, MEAN_FILE, STD_FILE, read_manifest, variant_entry
+from kpop_helpers.edge.sampler import SamplingNoise, draw_noise, sample_loop, sample_to_features
+from kpop_helpers.edge.schedule import sampling_schedule
+from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process in MiB, or None where it cannot be read (Windows).
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this address space. ru_maxrss is not used
+    there because exec keeps the parent's high-water mark: a runtime started from a big process (a
+    notebook, pytest) would report the parent's peak. Elsewhere: resource.getrusage ru_maxrss.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def onnx_denoiser(session: Any):
+    """Wrap an ORT session of the exported denoiser as a numpy callable (x, timesteps, text_emb, uncond) -> x0."""
+    def denoise(x: np.ndarray, timesteps: np.ndarray, text_emb: np.ndarray, uncond: np.ndarray) -> np.ndarray:
+        feed = {INPUT_NAMES[0]: np.ascontiguousarray(x, dtype=np.float32),
+                INPUT_NAMES[1]: np.ascontiguousarray(timesteps, dtype=np.int64),
+                INPUT_NAMES[2]: np.ascontiguousarray(text_emb, dtype=np.float32),
+                INPUT_NAMES[3]: np.ascontiguousarray(uncond, dtype=bool)}
+        return session.run(None, feed)[0]
+
+    return denoise
+
+
+@dataclass
+class EdgeResult:
+    """One edge generation: joints [B,T,22,3] (metres), features [B,T,263], raw normalised sample, timings."""
+
+    joints: np.ndarray
+    features: np.ndarray
+    sample: np.ndarray
+    prompts: list[str]
+    sampler: str
+    steps: int
+    guidance: float
+    seed: int | None
+    timings: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: float | None = None
+
+
+class EdgeGenerator:
+    """Generates dances from an export folder with ONNX Runtime, numpy and `tokenizers` only.
+
+    variant: a key of the manifest's ONNX Runtime variants ("int8", "fp32", "fp16", "pruned_ffn", ...).
+    threads: ONNX Runtime intra-op threads (None: ORT's default, all cores).
+    Noise is drawn with numpy's `default_rng(seed)` (see `kpop_helpers.edge.draw_noise`), so to reproduce
+    an edge motion with the PyTorch generator pass the same noise tensors explicitly.
+    """
+
+    def __init__(self, export_dir: str | Path, *, variant: str = "int8", threads: int | None = None,
+                 progress: bool = False):
+        start = time.perf_counter()
+        self.export_dir = Path(export_dir)
+        self.manifest = read_manifest(self.export_dir)
+        self.variant = variant
+        self.entry = variant_entry(self.manifest, variant, self.export_dir)
+        self.config: dict[str, Any] = dict(self.manifest["model_config"])
+        self.threads, self.progress = threads, progress
+        self.mean, self.std = self._load_stats()
+        self.text_encoder = None
+        if self.manifest["text_encoder"].get("mode", "none") != "none":
+            self.text_encoder = text_encoder_from_manifest(self.export_dir, self.manifest, threads)
+        self.session = make_session(self.export_dir / self.entry["file"], threads, lean_memory=True)
+        self.denoise = onnx_denoiser(self.session)
+        self.load_time_s = time.perf_counter() - start
+        self.last: EdgeResult | None = None
+
+    def _load_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        stats = self.manifest["stats"]
+        arrays = []
+        for key, default in (("mean_file", MEAN_FILE), ("std_file", STD_FILE)):
+            path = self.export_dir / stats.get(key, default)
+            if not path.is_file():
+                raise DataError("normalisation statistics missing", path=path, field=f"stats.{key}",
+                                expected="Mean.npy/Std.npy written by the exporter")
+            array = np.load(path, allow_pickle=False).astype(np.float32)
+            if array.shape != (263,):
+                raise DataError(f"got shape {array.shape}", path=path, field=f"stats.{key}", expected="(263,)")
+            arrays.append(array)
+        return arrays[0], arrays[1]
+
+    @property
+    def max_frames(self) -> int:
+        """Longest motion the exported model supports (frames at 20 fps)."""
+        return int(self.config.get("max_frames", 196))
+
+    def encode(self, prompts: list[str]) -> np.ndarray:
+        """Text embeddings [B, D] of the prompts (ONNX text tower or precomputed)."""
+        if self.text_encoder is None:
+            raise DataError("this export has no text encoder", path=self.export_dir, field="text_encoder",
+                            expected="pass text_emb= to generate(), or export with text_encoder 'onnx'")
+        return self.text_encoder.encode(list(prompts))
+
+    def generate(self, prompts: list[str] | str, frames: int = 196, steps: int | None = 10, guidance: float = 2.5,
+                 seed: int | None = 0, sampler: str = "ddim", noise: np.ndarray | None = None,
+                 step_noise: np.ndarray | None = None, eta: float = 0.0,
+                 text_emb: np.ndarray | None = None) -> np.ndarray:
+        """Joints [B, T, 22, 3] (metres, 20 fps), one motion per prompt; details in `self.last`."""
+        return self.generate_result(prompts, frames=frames, steps=steps, guidance=guidance, seed=seed,
+                                    sampler=sampler, noise=noise, step_noise=step_noise, eta=eta,
+                                    text_emb=text_emb).joints
+
+    def generate_result(self, prompts: list[str] | str, *, frames: int = 196, steps: int | None = 10,
+                        guidance: float = 2.5, seed: int | None = 0, sampler: str = "ddim",
+                        noise: np.ndarray | None = None, step_noise: np.ndarray | None = None, eta: float = 0.0,
+                        text_emb: np.ndarray | None = None) -> EdgeResult:
+        """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS too."""
+        from kpop_helpers.motion.features import features_to_joints
+
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompts must be a non-empty list of strings")
+        frames = int(frames)
+        if not 1 <= frames <= self.max_frames:
+            raise ValueError(f"frames must lie in 1..{self.max_frames} (this model's max_frames), got {frames}")
+        t0 = time.perf_counter()
+        diffusion = sampling_schedule(int(self.config["diffusion_steps"]), sampler, steps,
+                                      str(self.config.get("noise_schedule", "cosine")))
+        emb = self.encode(prompts) if text_emb is None else np.asarray(text_emb, dtype=np.float32)
+        if emb.shape != (len(prompts), int(self.config["text_dim"])):
+            raise ValueError(f"text embeddings have shape {emb.shape}, expected ({len(prompts)}, "
+                             f"{self.config['text_dim']})")
+        t1 = time.perf_counter()
+        drawn = self._noise(len(prompts), frames, diffusion.num_steps, sampler, eta, seed, noise, step_noise)
+        sample = sample_loop(self.denoise, emb, drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta,
+                             progress=self.progress)
+        t2 = time.perf_counter()
+        features = sample_to_features(sample, self.mean, self.std)
+        joints = np.asarray(features_to_joints(features), dtype=np.float32)
+        t3 = time.perf_counter()
+        timings = {"text_s": t1 - t0, "sampling_s": t2 - t1, "joints_s": t3 - t2, "total_s": t3 - t0,
+                   "step_s": (t2 - t1) / diffusion.num_steps}
+        self.last = EdgeResult(joints=joints, features=features, sample=sample, prompts=prompts, sampler=sampler,
+                               steps=diffusion.num_steps, guidance=float(guidance), seed=seed, timings=timings,
+                               peak_rss_mb=peak_rss_mb())
+        return self.last
+
+    @staticmethod
+    def _noise(batch: int, frames: int, num_steps: int, sampler: str, eta: float, seed: int | None,
+               noise: np.ndarray | None, step_noise: np.ndarray | None) -> SamplingNoise:
+        stochastic = sampler == "ddpm" or eta > 0.0
+        shape = (batch, 263, 1, frames)
+        if noise is not None and tuple(noise.shape) != shape:
+            raise ValueError(f"noise must have shape {shape} (prompts, features, 1, frames), got {noise.shape}")
+        if noise is not None and (step_noise is not None or not stochastic):
+            return SamplingNoise(np.asarray(noise, np.float32), None if step_noise is None
+                                 else np.asarray(step_noise, np.float32))
+        drawn = draw_noise(seed, batch, frames, num_steps, stochastic=stochastic)
+        if noise is not None:
+            drawn.initial = np.asarray(noise, np.float32)
+        if step_noise is not None:
+            drawn.steps = np.asarray(step_noise, np.float32)
+        return drawn
