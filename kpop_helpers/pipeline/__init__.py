@@ -1,0 +1,34 @@
+"""The pipeline stages that both the notebooks and `make demo` call: one typed function per stage.
+
+prepare_assets -> prepare_data -> finetune -> compress -> compress_and_export -> run_benchmark ->
+render_previews -> write_report. Every stage shows a progress bar, returns a small dataclass and stores it as
+`<stage folder>/result.json`, so a later notebook finds an earlier one's outputs (`ensure_*` recreate
+missing ones, smoke-size by default). `smoke=True` shrinks every stage to CI size.
+"""
+
+from kpop_helpers.pipeline.common import load_result, markdown_table, save_result, stage_progress
+from kpop_helpers.pipeline.edge_stages import (
+    compress, compress_and_export, edge_config_path, ensure_export, export_rows, find_edge_config, run_benchmark,
+    write_edge_config,
+)
+from kpop_helpers.pipeline.previews import compare_variants, ensure_previews, load_previews, render_previews
+from kpop_helpers.pipeline.report import write_report
+from kpop_helpers.pipeline.results import (
+    AssetsResult, BenchmarkResult, CompressionResult, DataResult, ExportResult, FinetuneResult, PreviewResult,
+)
+from kpop_helpers.pipeline.settings import (
+    DEMO_PROMPTS, FULL, SMOKE, PipelineSettings, WorkDirs, resolve_work_dir, settings_for, training_steps,
+)
+from kpop_helpers.pipeline.training import (
+    BaseModel, base_model, ensure_data, ensure_weights, finetune, prepare_assets, prepare_data,
+)
+
+__all__ = [
+    "DEMO_PROMPTS", "FULL", "SMOKE", "AssetsResult", "BaseModel", "BenchmarkResult", "CompressionResult",
+    "DataResult", "ExportResult", "FinetuneResult", "PipelineSettings", "PreviewResult", "WorkDirs", "base_model",
+    "compare_variants", "compress", "compress_and_export", "edge_config_path", "ensure_data", "ensure_export",
+    "ensure_previews", "ensure_weights", "export_rows", "finetune", "find_edge_config", "load_previews",
+    "load_result", "markdown_table", "prepare_assets", "prepare_data", "render_previews", "resolve_work_dir",
+    "run_benchmark", "save_result", "settings_for", "stage_progress", "training_steps", "write_edge_config",
+    "write_report",
+]

@@ -1,0 +1,134 @@
+"""What every stage shares: a per-stage progress bar and `result.json` files that let later stages find earlier ones."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import MISSING, asdict, fields, is_dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqdm.auto import tqdm
+
+from kpop_helpers.data.clip import DataError
+from kpop_helpers.utils import atomic_write_text
+
+RESULT_FILE = "result.json"
+T = TypeVar("T")
+
+
+class StageProgress:
+    """An outer progress bar over the named steps of one stage (inner loops keep their own bars)."""
+
+    def __init__(self, stage: str, steps: Sequence[str], enabled: bool = True):
+        self.steps = list(steps)
+        self.started = time.perf_counter()
+        self._done = 0
+        self.bar = tqdm(total=len(self.steps), desc=stage, unit="step", disable=not enabled, leave=True)
+        self._label()
+
+    def _label(self) -> None:
+        if self._done < len(self.steps):
+            self.bar.set_postfix_str(self.steps[self._done])
+
+    def next(self) -> None:
+        """Mark the current step done and show the next one."""
+        self._done += 1
+        self.bar.update(1)
+        self._label()
+
+    @property
+    def seconds(self) -> float:
+        """Wall time since the stage started."""
+        return time.perf_counter() - self.started
+
+    def close(self) -> None:
+        """Fill the bar (skipped steps count as done) and close it."""
+        if self._done < len(self.steps):
+            self.bar.update(len(self.steps) - self._done)
+            self._done = len(self.steps)
+        self.bar.set_postfix_str(f"done in {self.seconds:.0f} s")
+        self.bar.close()
+
+
+@contextmanager
+def stage_progress(stage: str, steps: Sequence[str], enabled: bool = True) -> Iterator[StageProgress]:
+    """`with stage_progress("fine-tune", ["setup", "train"]) as bar: ...; bar.next()`."""
+    progress = StageProgress(stage, steps, enabled)
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def json_ready(value: Any) -> Any:
+    """Paths to strings, NaN/inf to None, numpy scalars to Python numbers, recursively."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def save_result(result: Any, folder: str | Path) -> Path:
+    """Write a stage result dataclass as `<folder>/result.json` (atomic)."""
+    path = Path(folder) / RESULT_FILE
+    atomic_write_text(path, json.dumps(json_ready(result), indent=1) + "\n")
+    return path
+
+
+def load_result(cls: type[T], folder: str | Path) -> T | None:
+    """The stage result stored in `<folder>/result.json`, or None when absent."""
+    path = Path(folder) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON ({exc})", path=path,
+                        expected=f"a {cls.__name__} written by the pipeline") from exc
+    known = {f.name for f in fields(cls)}
+    if not isinstance(data, dict):
+        raise DataError(f"top level is a {type(data).__name__}", path=path, expected="a JSON object")
+    missing = [f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+               and f.default_factory is MISSING]
+    if missing:
+        raise DataError(f"missing fields {missing}", path=path, expected=f"a {cls.__name__} written by the pipeline")
+    return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: numbers to `digits` significant digits, None as a dash."""
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.{max(1, digits - 1)}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A Markdown table of `rows` with (key, header) columns."""
+    if not rows:
+        return "_(no rows)_\n"
+    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,149 @@
+"""Rendering stage: dances from the fine-tuned model as GIFs, and the exported variants side by side."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpop_helpers.pipeline.common import load_result, save_result, stage_progress
+from kpop_helpers.pipeline.results import PreviewResult
+from kpop_helpers.pipeline.settings import WorkDirs, settings_for
+from kpop_helpers.utils import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
+REFERENCE_NAME = "fp32 (PyTorch)"
+DEFAULT_VARIANTS = ("int8", "pruned_ffn")
+
+
+def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+    return path
+
+
+def _load_model(model_or_weights: Any):
+    if isinstance(model_or_weights, (str, Path)):
+        from kpop_helpers.export import load_model_for_export
+
+        return load_model_for_export(model_or_weights).float().eval()
+    return model_or_weights.eval()
+
+
+def _sampling(export_dir: Path | None) -> dict[str, Any]:
+    """The export's sampler settings (what the edge side runs), else DDIM 10 with guidance 2.5."""
+    if export_dir is not None and (export_dir / "manifest.json").is_file():
+        from kpop_helpers.edge.manifest import read_manifest
+
+        sampling = read_manifest(export_dir)["sampling"]
+        return {"sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": sampling["guidance"]}
+    return {"sampler": "ddim", "steps": 10, "guidance": 2.5}
+
+
+def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames: int,
+                     variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0) -> dict[str, np.ndarray]:
+    """Joints [T,22,3] of one prompt from the fp32 PyTorch model and each exported ONNX variant (edge runtime),
+    all from the same initial noise and text embedding; variants missing from the export are skipped."""
+    import torch
+
+    from kpop_helpers.edge import EdgeGenerator, draw_noise, read_manifest, sampling_schedule
+    from kpop_helpers.generate import generate
+    from kpop_helpers.text import get_text_encoder
+
+    export_dir = Path(export_dir)
+    sampling = _sampling(export_dir)
+    schedule = sampling_schedule(int(model.cfg.diffusion_steps), sampling["sampler"], sampling["steps"])
+    # DDIM (eta 0) uses the initial noise only; DDPM would also need per-step noise shared by both loops.
+    noise = draw_noise(seed, 1, frames, schedule.num_steps, stochastic=False).initial
+    text_emb = get_text_encoder(model.text_encoder_name).encode([prompt]).detach().float().cpu().numpy()
+    fp32 = generate(model, [prompt], frames=frames, noise=torch.from_numpy(noise), progress=False, **sampling)
+    motions = {REFERENCE_NAME: fp32.joints[0]}
+    available = read_manifest(export_dir)["variants"]
+    for name in variants:
+        if available.get(name, {}).get("runtime") != "onnxruntime":
+            logger.info("variant %r is not an ONNX Runtime artifact of %s; skipped", name, export_dir)
+            continue
+        edge = EdgeGenerator(export_dir, variant=name)
+        joints = edge.generate([prompt], frames=frames, noise=noise, text_emb=text_emb, **sampling)
+        motions[f"{name} (ONNX Runtime)"] = joints[0]
+    return motions
+
+
+def render_previews(model_or_weights: Any, out_dir: str | Path, prompts: list[str] | tuple[str, ...], *,
+                    smoke: bool, export_dir: str | Path | None = None,
+                    variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0,
+                    progress: bool = True) -> PreviewResult:
+    """A GIF per prompt from the fine-tuned model and, with `export_dir`, a side-by-side GIF of fp32 vs the
+    exported variants (same prompt, same noise); joints go to motions.npz / comparison.npz."""
+    from kpop_helpers.generate import generate
+    from kpop_helpers.viz import compare, save_gif
+
+    s, out = settings_for(smoke), Path(out_dir)
+    prompts = list(prompts)
+    export = Path(export_dir) if export_dir is not None else None
+    steps = ["generate", *[f"GIF {i + 1}" for i in range(len(prompts))]] + (["compare variants"] if export else [])
+    out.mkdir(parents=True, exist_ok=True)
+    with stage_progress("render", steps, progress) as bar:
+        model = _load_model(model_or_weights)
+        frames = min(s.preview_frames, int(model.cfg.max_frames))
+        result = generate(model, prompts, frames=frames, seed=seed, progress=False, **_sampling(export))
+        _save_npz(out / "motions.npz", joints=result.joints, prompts=np.asarray(prompts))
+        bar.next()
+        gifs = []
+        for i, (prompt, joints) in enumerate(zip(prompts, result.joints)):
+            gifs.append(str(save_gif(joints, out / f"dance_{i + 1}.gif", caption=_short(prompt), dpi=s.gif_dpi,
+                                     progress=False)))
+            bar.next()
+        comparison_gif = comparison_npz = None
+        errors: dict[str, float] = {}
+        if export is not None:
+            motions = compare_variants(model, export, prompts[0], frames=frames, variants=variants, seed=seed)
+            comparison = compare(motions, reference=REFERENCE_NAME, caption=_short(prompts[0]))
+            errors = {k: v for k, v in comparison.mean_errors_mm().items() if k != REFERENCE_NAME}
+            comparison_gif = str(comparison.save_gif(out / "comparison.gif", progress=False, dpi=s.gif_dpi))
+            names = list(motions)
+            comparison_npz = str(_save_npz(out / "comparison.npz", joints=np.stack([motions[n] for n in names]),
+                                           names=np.asarray(names), prompt=np.asarray(prompts[0])))
+            bar.next()
+    preview = PreviewResult(out_dir=str(out), prompts=prompts, gifs=gifs, motions=str(out / "motions.npz"),
+                            comparison_gif=comparison_gif, comparison_motions=comparison_npz,
+                            comparison_errors_mm=errors, comparison_prompt=prompts[0] if export else None,
+                            seconds=bar.seconds)
+    save_result(preview, out)
+    return preview
+
+
+def _short(prompt: str, limit: int = 70) -> str:
+    return prompt if len(prompt) <= limit else prompt[: limit - 1].rstrip() + "…"
+
+
+def load_previews(out_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """({prompt: joints}, {variant: joints}) written by render_previews (the second is empty without a comparison)."""
+    out = Path(out_dir)
+    with np.load(out / "motions.npz", allow_pickle=False) as data:
+        dances = {str(p): j for p, j in zip(data["prompts"], data["joints"])}
+    variants: dict[str, np.ndarray] = {}
+    if (out / "comparison.npz").is_file():
+        with np.load(out / "comparison.npz", allow_pickle=False) as data:
+            variants = {str(n): j for n, j in zip(data["names"], data["joints"])}
+    return dances, variants
+
+
+def ensure_previews(work: WorkDirs, prompts: list[str] | tuple[str, ...], *, smoke: bool = True,
+                    progress: bool = True) -> PreviewResult:
+    """The previews of an earlier run, or fresh ones (the model and export are recreated smoke-size if missing)."""
+    from kpop_helpers.pipeline.edge_stages import ensure_export
+    from kpop_helpers.pipeline.training import ensure_weights
+
+    found = load_result(PreviewResult, work.previews)
+    if found is not None and Path(found.motions).is_file():
+        return found
+    weights = ensure_weights(work, smoke=smoke, progress=progress)
+    export = ensure_export(work, smoke=smoke, progress=progress)
+    return render_previews(weights.weights, work.previews, prompts, smoke=smoke, export_dir=export.export_dir,
+                           progress=progress)
+

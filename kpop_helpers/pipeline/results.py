@@ -1,0 +1,114 @@
+"""The small result of each pipeline stage (stored as `<stage folder>/result.json`; paths are strings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class AssetsResult:
+    """Environment check and pretrained assets (notebook 01)."""
+
+    work_dir: str
+    in_colab: bool
+    gpu: dict[str, Any]
+    text_encoder: str
+    text_dim: int
+    official_checkpoint: str | None = None  # official MDM .pt (downloaded in Colab)
+    official_stats: str | None = None  # folder with the HumanML3D Mean.npy/Std.npy
+    versions: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class DataResult:
+    """The SYNTHETIC sample set, converted to features, with its normalisation statistics."""
+
+    data_dir: str
+    train: str
+    val: str | None
+    metadata: str
+    stats_dir: str
+    num_clips: int
+    num_train: int
+    num_val: int
+    feature_frames: int  # HumanML3D feature rows of the training clips
+    seconds: float
+    synthetic: bool = True
+
+
+@dataclass
+class FinetuneResult:
+    """A fine-tuning run: where its weights and checkpoints are and how it went."""
+
+    run_dir: str
+    weights: str  # EMA weights (.safetensors + .json), the input of compression and export
+    checkpoint: str | None  # newest training checkpoint (resume from it)
+    step: int
+    resumed_from: int  # 0 for a fresh run, else the stored step the run continued from
+    preset: str
+    init: str
+    text_encoder: str
+    params: int
+    train_loss: float | None
+    val_loss: float | None
+    steps_per_second: float
+    seconds: float
+    history: str  # history.json
+    curve: str | None  # training_curve.png
+    drive_dir: str | None = None
+
+
+@dataclass
+class CompressionResult:
+    """Errors of the compressed variants (in memory) and of few-step sampling against the fp32 model."""
+
+    out_dir: str
+    config_path: str
+    variants: list[dict[str, Any]]
+    few_steps: list[dict[str, Any]]
+    setup: dict[str, Any]
+    markdown: str
+    seconds: float
+
+
+@dataclass
+class ExportResult:
+    """The edge folder: files, parity numbers and errors from manifest.json."""
+
+    export_dir: str
+    manifest: str
+    config_path: str
+    variants: list[dict[str, Any]]
+    text_encoder: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class BenchmarkResult:
+    """The one-protocol benchmark: results.json/md, plots, row count."""
+
+    out_dir: str
+    results_json: str
+    results_md: str
+    plots: list[str]
+    rows: int
+    errors: int
+    seconds: float
+
+
+@dataclass
+class PreviewResult:
+    """Rendered dances: a GIF per prompt and the side-by-side comparison of variants."""
+
+    out_dir: str
+    prompts: list[str]
+    gifs: list[str]
+    motions: str  # motions.npz: joints per prompt
+    comparison_gif: str | None
+    comparison_motions: str | None  # comparison.npz: joints per variant
+    comparison_errors_mm: dict[str, float]
+    comparison_prompt: str | None
+    seconds: float
