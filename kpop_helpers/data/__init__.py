@@ -1,29 +1,25 @@
-"""Motion data: the clip type, loaders and savers (JSON, NPZ, BVH), validation and the sample set."""
+"""Motion data: the clip type, loaders and savers (JSON, NPZ, BVH), validation and the sample set.
 
-from kpop_helpers.data.bvh import BvhData, BvhSkeleton, parse_bvh, read_bvh, write_bvh
+Only the clip type is imported eagerly; the loaders load on first use, so the torch-free edge runtime
+(which needs DataError) stays light.
+"""
+
+from importlib import import_module
+
 from kpop_helpers.data.clip import DataError, MotionClip
-from kpop_helpers.data.io import LoadReport, SkippedItem, load_clips, load_json, load_npz, save_json, save_npz
-from kpop_helpers.data.rigs import RIGS, Lerp, RigMap
-from kpop_helpers.data.validate import MIN_FRAMES, validate_clip
 
-__all__ = [
-    "MIN_FRAMES",
-    "RIGS",
-    "BvhData",
-    "BvhSkeleton",
-    "DataError",
-    "Lerp",
-    "LoadReport",
-    "MotionClip",
-    "RigMap",
-    "SkippedItem",
-    "load_clips",
-    "load_json",
-    "load_npz",
-    "parse_bvh",
-    "read_bvh",
-    "save_json",
-    "save_npz",
-    "validate_clip",
-    "write_bvh",
-]
+_LAZY = {
+    "BvhData": "bvh", "BvhSkeleton": "bvh", "parse_bvh": "bvh", "read_bvh": "bvh", "write_bvh": "bvh",
+    "LoadReport": "io", "SkippedItem": "io", "load_clips": "io", "load_json": "io", "load_npz": "io",
+    "save_json": "io", "save_npz": "io", "RIGS": "rigs", "Lerp": "rigs", "RigMap": "rigs",
+    "MIN_FRAMES": "validate", "validate_clip": "validate",
+    "generate_sample_clips": "sample", "build_sample_dataset": "sample",
+}
+
+__all__ = sorted(["DataError", "MotionClip", *_LAZY])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f"kpop_helpers.data.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'kpop_helpers.data' has no attribute {name!r}")

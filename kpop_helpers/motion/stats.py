@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +34,14 @@ def _is_torch_tensor(value: Any) -> bool:
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    """Write a plain .npy file atomically: temp file in the same folder, fsync, then os.replace."""
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            np.save(stream, array, allow_pickle=False)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    """Write a plain .npy file atomically (temp file in the same folder, fsync, os.replace)."""
+    import io
+
+    from kpop_helpers.utils import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _load_vector(path: Path, field: str, dim: int | None) -> np.ndarray:
