@@ -1,0 +1,376 @@
+"""The benchmark run: shared inputs, one worker process per variant and thread count, rows, fidelity and quality.
+
+results.json is rewritten atomically after every worker, so an interrupted run keeps what it measured;
+`resume=True` skips the rows already present (the protocol must match, and the noise is re-drawn identically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kpop_helpers.bench.protocol import BenchConfig, environment, load_average, prepare_inputs
+from kpop_helpers.bench.variants import VariantSpec, load_torch_model, plan_variants
+from kpop_helpers.data.clip import DataError
+from kpop_helpers.utils import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+QUALITY_FIELDS = ("fid_k", "fid_g", "div_k", "div_g", "pfc", "foot_skating", "jitter", "bone_drift", "div_k_gt",
+                  "div_g_gt")
+# The fields of docs/design.md "Benchmark result row", in that order; extra fields follow them.
+ROW_FIELDS = ("variant", "runtime", "precision", "pruning", "sampler", "steps", "threads", "batch", "file_size_mb",
+              "params", "step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mb", "fidelity_mm",
+              "fidelity_rel_rms", "fid_k", "fid_g", "div_k", "div_g", "pfc", "foot_skating")
+# Keys whose change makes earlier rows incomparable: resuming with a different value starts afresh.
+PROTOCOL_KEYS = ("prompts", "frames", "guidance", "seed", "metrics_mode", "warmup_steps", "timed_steps",
+                 "model_sha256", "reference_sha256", "inputs_sha256")
+
+
+def row_key(row: dict[str, Any]) -> str:
+    """The identity of a row across runs (for --resume and --compare)."""
+    return f"{row['variant']}|t{row['threads']}|b{row['batch']}"
+
+
+def read_results(path: Path) -> dict[str, Any] | None:
+    """A results.json, or None when absent."""
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"invalid JSON ({exc})", path=path, expected="a benchmark results.json") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise DataError("no rows list", path=path, field="rows", expected='{"protocol": {...}, "rows": [...]}')
+    return data
+
+
+def write_results(path: Path, protocol: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    """Write results.json atomically (sorted rows keep diffs between runs readable)."""
+    atomic_write_text(path, json.dumps({"protocol": protocol, "rows": rows}, indent=1, allow_nan=False,
+                                       default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def sha256_of(path: Path) -> str:
+    """sha256 of a file."""
+    from kpop_helpers.utils import sha256_file
+
+    return sha256_file(path)
+
+
+def load_reference_set(path: str | Path | None, work_dir: Path, frames: int) -> tuple[list[np.ndarray], str]:
+    """Real (or sample) dances to compare against, at 20 fps; builds the sample data's val split when needed."""
+    from kpop_helpers.data.io import load_clips
+
+    if path is None:
+        default = Path("data/sample/val.npz")
+        if not default.is_file():
+            from kpop_helpers.data.sample import build_sample_dataset
+
+            default = work_dir / "sample_data" / "val.npz"
+            if not default.is_file():
+                build_sample_dataset(default.parent, progress=False)
+        path = default
+    clips, _ = load_clips(path, fps=20.0, progress=False)
+    if len(clips) < 2:
+        raise DataError(f"holds {len(clips)} clip(s)", path=path, expected="at least 2 clips for FID and diversity")
+    # Same length as the generated dances, so that length does not enter the comparison.
+    return [np.asarray(c.positions[:frames], dtype=np.float32) for c in clips], str(path)
+
+
+class BenchmarkRun:
+    """One benchmark invocation: plan, inputs, workers, rows and the results file."""
+
+    def __init__(self, config: BenchConfig, model_path: Path, export_dirs: list[Path]):
+        self.config = config
+        self.out = Path(config.out)
+        self.work = Path(config.work_dir) if config.work_dir else self.out / ".work"
+        for sub in ("jobs", "samples", "quality", "logs"):
+            (self.work / sub).mkdir(parents=True, exist_ok=True)
+        # The work folder holds noise (up to GBs) and samples: never meant for version control.
+        if not (self.work / ".gitignore").exists():
+            atomic_write_text(self.work / ".gitignore", "*\n")
+        self.results_path = self.out / "results.json"
+        self.model_path, self.export_dirs = model_path, export_dirs
+        self.model = load_torch_model(model_path)
+        self.variants = plan_variants(config, self.model.cfg, model_path, export_dirs)
+
+    # ------------------------------------------------------------------ set-up
+    def prepare(self) -> None:
+        """Encode the prompts, draw the noise, load the reference set and fix the protocol."""
+        from kpop_helpers.text import get_text_encoder
+
+        cfg = self.config
+        stats = self.model.stats
+        if stats is None:
+            raise DataError("carries no Mean/Std statistics", path=self.model_path,
+                            expected="a model exported with its normalisation stats (the trainer's export)")
+        encoder = get_text_encoder(self.model.text_encoder_name)
+        text_emb = encoder.encode(list(cfg.prompts)).float().numpy()
+        max_steps = max(v.steps for v in self.variants)
+        self.inputs = prepare_inputs(cfg, self.work, text_emb, stats.mean, stats.std, max_steps)
+        self.reference, reference_path = load_reference_set(cfg.reference_data, self.work, cfg.frames)
+        env = environment()
+        self.protocol = {
+            "version": 1, **cfg.to_dict(), **env,
+            "num_samples": cfg.num_samples, "reference_data": reference_path, "num_reference": len(self.reference),
+            "reference_sha256": hashlib.sha256(b"".join(r.tobytes() for r in self.reference)).hexdigest(),
+            "model": str(self.model_path), "model_sha256": sha256_of(self.model_path),
+            "model_config": self.model.cfg.to_dict(), "text_encoder": encoder.name,
+            "export_dirs": [str(d) for d in self.export_dirs], "inputs_sha256": self.inputs.digest,
+            "noise": {"generator": "numpy.random.default_rng([seed, sample]) (PCG64), standard normal float32",
+                      "initial": "[N, 263, 1, frames]", "per_step": "[N, max_steps, 263, 1, frames]",
+                      "max_steps": max_steps, "shared_by": "every variant (step k of a loop uses per_step[:, k])"},
+            "procedure": {
+                "step_latency": f"{cfg.warmup_steps} warm-up + {cfg.timed_steps} timed reverse steps (network + "
+                                "sampler update); batch 1 = one unguided forward, batch 2 = the guided "
+                                "(conditioned + unconditioned) forward of one prompt",
+                "gen_time_s": "one dance of `frames` frames end to end (noise -> loop -> de-normalise -> joints), "
+                              "text encoding excluded; batch 2 = guided, batch 1 = unguided; "
+                              "'gen_time_estimated' rows are steps x step_ms_p50 "
+                              f"(a measured loop would exceed {cfg.max_gen_seconds:g} s)",
+                "peak_rss_mb": "after loading, the latency runs and the single-dance generations (the quality "
+                               "batch afterwards is reported as peak_rss_quality_mb)",
+                "quality": "all prompts in one guided batch at the largest thread count; FID/Div/PFC via "
+                           f"kpop_helpers.metrics.dance_quality(mode={cfg.metrics_mode!r}) against the reference "
+                           "set cut to `frames` frames",
+                "fidelity": "joints vs the fp32 eager variant with the same sampler and steps (same prompts and "
+                            "noise); kpop_helpers.metrics.fidelity",
+                "isolation": "each variant and thread count in its own process "
+                             "(python -m kpop_helpers.bench.worker); peak RSS = that process's VmHWM on Linux "
+                             "(ru_maxrss there includes the parent's peak, inherited through fork + exec), "
+                             "ru_maxrss elsewhere; it includes the Python/torch runtime (rss_before_load_mb)",
+                "sampler_code": "kpop_helpers.diffusion for every runtime (only the network differs)",
+            },
+            "variants": [v.to_dict() for v in self.variants],
+        }
+
+    # ------------------------------------------------------------------ jobs
+    def jobs(self) -> list[tuple[VariantSpec, int, bool]]:
+        """(variant, threads, quality?) in run order: the reference first, fp32 eager next, largest threads first."""
+        threads = sorted(set(self.config.threads), reverse=True)
+        return [(variant, t, k == 0) for variant in self.variants for k, t in enumerate(threads)]
+
+    def _run_worker(self, variant: VariantSpec, threads: int, quality: bool) -> dict[str, Any]:
+        tag = f"{variant.name}_t{threads}"
+        job = {"variant": variant.to_dict(), "threads": threads, "batches": list(self.config.batches),
+               "inputs": str(self.inputs.inputs_path), "step_noise": str(self.inputs.step_noise_path),
+               "max_steps": self.inputs.meta["max_steps"], "diffusion_steps": int(self.model.cfg.diffusion_steps),
+               "noise_schedule": str(self.model.cfg.noise_schedule), "guidance": float(self.config.guidance),
+               "warmup_steps": self.config.warmup_steps, "timed_steps": self.config.timed_steps,
+               "max_gen_seconds": self.config.max_gen_seconds, "quality": quality,
+               "samples": str(self.work / "samples" / f"{variant.name}.npz"), "progress": False}
+        job_path = self.work / "jobs" / f"{tag}.json"
+        result_path = self.work / "jobs" / f"{tag}.result.json"
+        atomic_write_text(job_path, json.dumps(job, indent=1))
+        if result_path.exists():
+            result_path.unlink()
+        env = dict(os.environ)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
+            env[name] = str(threads)
+        env["TOKENIZERS_PARALLELISM"] = "false"
+        command = [sys.executable, "-m", "kpop_helpers.bench.worker", str(job_path), str(result_path)]
+        with open(self.work / "logs" / f"{tag}.log", "wb") as log:
+            # Own session: a timeout kills this worker's process group and nothing else.
+            proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                proc.wait(timeout=self.config.worker_timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return {"error": f"timed out after {self.config.worker_timeout_s:g} s"}
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+        if not result_path.is_file():
+            return {"error": f"worker exited with code {proc.returncode} without a result "
+                             f"(see {self.work / 'logs' / f'{tag}.log'})"}
+        return json.loads(result_path.read_text())
+
+    # ------------------------------------------------------------------ metrics
+    def _quality(self, variant: VariantSpec) -> dict[str, Any]:
+        """Fidelity and dance quality of a variant's samples (cached in the work folder)."""
+        from kpop_helpers.metrics import dance_quality, fidelity
+
+        cache = self.work / "quality" / f"{variant.name}.json"
+        if cache.is_file():
+            cached = json.loads(cache.read_text())
+            if cached.get("inputs_sha256") == self.inputs.digest:
+                return cached
+        samples = self.work / "samples" / f"{variant.name}.npz"
+        if not samples.is_file():
+            return {}
+        with np.load(samples, allow_pickle=False) as data:
+            joints = data["joints"]
+        out: dict[str, Any] = {"inputs_sha256": self.inputs.digest, "n_samples": int(len(joints))}
+        ref_path = self.work / "samples" / f"{variant.fidelity_ref}.npz"
+        if variant.fidelity_ref and ref_path.is_file():
+            with np.load(ref_path, allow_pickle=False) as data:
+                fid = fidelity(data["joints"], joints)
+            out.update(fidelity_mm=fid["mpjpe_mm"], fidelity_rel_rms=fid["rel_rms"], fidelity_ref=variant.fidelity_ref)
+        quality = dance_quality(list(joints), self.reference, fps=20.0, mode=self.config.metrics_mode,
+                                allow_small=True, progress=False)
+        out.update({k: _finite_or_none(float(quality[k])) if quality.get(k) is not None else None
+                    for k in QUALITY_FIELDS if k in quality})
+        atomic_write_text(cache, json.dumps(out, indent=1))
+        return out
+
+    def make_rows(self, variant: VariantSpec, threads: int, result: dict[str, Any]) -> list[dict[str, Any]]:
+        """One row per batch setting, in the design's field order, quality copied from the variant's samples."""
+        artifact = variant.artifact
+        quality = self._quality(variant)
+        rows = []
+        for batch in self.config.batches:
+            entry = result.get("batches", {}).get(str(batch), {})
+            row: dict[str, Any] = {
+                "variant": variant.name, "runtime": artifact.runtime, "precision": artifact.precision,
+                "pruning": artifact.pruning, "sampler": variant.sampler, "steps": variant.steps,
+                "threads": threads, "batch": batch, "file_size_mb": round(artifact.file_size_mb, 4),
+                "params": result.get("params"), "step_ms_p50": entry.get("step_ms_p50"),
+                "step_ms_p95": entry.get("step_ms_p95"), "gen_time_s": entry.get("gen_time_s"),
+                "load_time_s": result.get("load_time_s"), "peak_rss_mb": result.get("peak_rss_mb"),
+                "fidelity_mm": quality.get("fidelity_mm"), "fidelity_rel_rms": quality.get("fidelity_rel_rms"),
+            }
+            row.update({k: quality.get(k) for k in QUALITY_FIELDS})
+            row.update({
+                "key": None, "artifact": Path(artifact.path).name, "is_reference": variant.is_reference,
+                "fidelity_ref": quality.get("fidelity_ref"), "n_samples": quality.get("n_samples"),
+                "gen_time_estimated": entry.get("gen_time_estimated"), "params_nonzero": result.get("params_nonzero"),
+                "rss_before_load_mb": result.get("rss_before_load_mb"),
+                "peak_rss_quality_mb": result.get("peak_rss_quality_mb"),
+                "quality_gen_time_s": result.get("quality_gen_time_s"), "loadavg_1m": result.get("loadavg_1m"),
+                "error": entry.get("error") or result.get("error"),
+            })
+            row["key"] = row_key(row)
+            rows.append({k: _finite_or_none(v) for k, v in row.items()})
+        return rows
+
+    def _ordered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows in plan order (reference, fp32 eager, artifacts), then threads and batch."""
+        order = {v.name: i for i, v in enumerate(self.variants)}
+        return sorted(rows, key=lambda r: (order.get(r["variant"], len(order)), r["threads"], r["batch"]))
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, Any]:
+        """Measure every pending job; returns the final {"protocol", "rows"}."""
+        from tqdm.auto import tqdm
+
+        self.prepare()
+        rows: list[dict[str, Any]] = []
+        previous = read_results(self.results_path) if self.config.resume else None
+        if previous is not None:
+            old = previous.get("protocol", {})
+            changed = [k for k in PROTOCOL_KEYS if old.get(k) != self.protocol.get(k)]
+            if changed:
+                raise DataError(f"cannot resume: the protocol changed ({', '.join(changed)})", path=self.results_path,
+                                expected="the same settings as the interrupted run, or a run without --resume")
+            rows = [r for r in previous["rows"] if not r.get("error")]
+        done = {r["key"] for r in rows}
+        pending = [job for job in self.jobs()
+                   if any(f"{job[0].name}|t{job[1]}|b{b}" not in done for b in self.config.batches)]
+        self.protocol["resumed_rows"] = len(rows)
+        bar = tqdm(pending, desc="benchmark", unit="variant", disable=not self.config.progress)
+        for variant, threads, quality in bar:
+            bar.set_postfix_str(f"{variant.name} {threads}t")
+            if quality or not (self.work / "samples" / f"{variant.name}.npz").is_file():
+                quality = True  # the quality samples are missing (e.g. an earlier run failed): make them here
+                (self.work / "quality" / f"{variant.name}.json").unlink(missing_ok=True)
+            result = self._run_worker(variant, threads, quality)
+            new = self.make_rows(variant, threads, result)
+            keys = {r["key"] for r in new}
+            rows = self._ordered([r for r in rows if r["key"] not in keys] + new)
+            self.protocol["loadavg_end"] = load_average()
+            write_results(self.results_path, self.protocol, rows)
+        self.protocol["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.protocol["loadavg_end"] = load_average()
+        write_results(self.results_path, self.protocol, rows)
+        # Up to GBs; a resumed run re-draws exactly the same numbers from the seed.
+        self.inputs.step_noise_path.unlink(missing_ok=True)
+        return {"protocol": self.protocol, "rows": rows}
+
+
+def smoke_model(work_dir: Path, seed: int = 0) -> tuple[Path, list[Path]]:
+    """A random tiny MDM (preset "tiny", stats of the sample data) and, when the exporter is installed, its export."""
+    import torch
+
+    from kpop_helpers.checkpoints import export_weights
+    from kpop_helpers.data.sample import generate_sample_clips
+    from kpop_helpers.model import MDM, get_preset
+    from kpop_helpers.motion.features import joints_to_features
+    from kpop_helpers.motion.stats import compute_stats
+
+    folder = work_dir / "smoke_model"
+    model_path = folder / "model.safetensors"
+    export_dir = folder / "export"
+    if not model_path.is_file():
+        torch.manual_seed(seed)
+        model = MDM(get_preset("tiny")).eval()
+        # Stats of a few sample dances: the untrained model's outputs then de-normalise to plausible bodies.
+        clips = generate_sample_clips(12, seed=seed)
+        stats = compute_stats([joints_to_features(c.positions) for c in clips], std_floor=1e-3)
+        export_weights(model, model_path, config=model.cfg.to_dict(), stats=stats,
+                       metadata={"note": "random tiny model for the benchmark smoke test"})
+    if not (export_dir / "manifest.json").is_file():
+        from kpop_helpers.config import EdgeConfig
+        from kpop_helpers.export import ModelExporter
+
+        # A subset that exports quickly (CI): fp32 and int8 ONNX and TorchScript; no fp16, pruning or text encoder.
+        edge = EdgeConfig.from_dict({"optimization": {"quantization": {"fp16": False}, "pruning": {"enabled": False}},
+                                     "export": {"formats": ["onnx", "torchscript"], "text_encoder": "none"},
+                                     "sampling": {"sampler": "ddim", "steps": 5}})
+        edge_path = folder / "edge_config.json"
+        edge.save(edge_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no recovery data", "jit.trace is deprecated": expected here
+            ModelExporter(model_path, edge_path, progress=False).export_all(export_dir)
+    return model_path, [export_dir]
+
+
+def run_benchmark(config: BenchConfig) -> dict[str, Any]:
+    """Measure every variant (see BenchConfig) and write results.json/csv/md, plots and compare.md into config.out."""
+    from kpop_helpers.bench.report import write_report
+
+    out = Path(config.out)
+    work = Path(config.work_dir) if config.work_dir else out / ".work"
+    if config.model is None:
+        if not config.smoke:
+            raise DataError("no model given", field="model", expected="--model PATH (or --smoke for a tiny model)")
+        model_path, export_dirs = smoke_model(work, config.seed)
+        if config.export_dirs:
+            export_dirs = [Path(d) for d in config.export_dirs]
+    else:
+        model_path = Path(config.model)
+        export_dirs = [Path(d) for d in config.export_dirs]
+    if not config.resume:
+        # Fresh run: samples and quality caches of an earlier run must not leak into this one.
+        for sub in ("samples", "quality"):
+            for stale in (work / sub).glob("*"):
+                stale.unlink()
+    run = BenchmarkRun(config, model_path, export_dirs)
+    results = run.run()
+    write_report(results, out, compare=config.compare, plots=True)
+    return results

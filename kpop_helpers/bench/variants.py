@@ -1,0 +1,298 @@
+"""What gets measured: the PyTorch reference procedures plus every artifact of an export folder, and how to load each.
+
+A variant is one network file run by one runtime with one sampler. Every variant is driven by the same
+sampling loop (`kpop_helpers.diffusion`) through a `Denoiser` with MDM's forward signature, so the rows
+differ only in the network and its runtime, never in the sampler code.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kpop_helpers.data.clip import DataError
+
+logger = logging.getLogger(__name__)
+
+# "torch_export" (a torch.export .pt2 program) extends the design's three runtimes.
+RUNTIMES = ("torch", "torchscript", "onnxruntime", "torch_export")
+PRECISIONS = ("fp32", "int8", "fp16")
+PRUNINGS = (None, "unstructured", "ffn", "width")
+
+
+@dataclass
+class Artifact:
+    """One network file of an export folder (or the PyTorch model itself)."""
+
+    name: str  # e.g. "ort_int8", "torch_fp16", "torch_ffn"
+    runtime: str
+    precision: str
+    pruning: str | None
+    path: str
+    loader: str  # "mdm" | "mdm_fp16" | "torch_int8" | "torchscript" | "torch_export" | "onnx"
+    files: list[str] = field(default_factory=list)  # every file counted in file_size_mb
+    params: int | None = None  # the network's parameter count as the exporter reports it
+    source: str = ""  # export folder and manifest key it came from
+
+    def __post_init__(self) -> None:
+        if self.runtime not in RUNTIMES:
+            raise DataError(f"got {self.runtime!r}", path=self.path, field="runtime", expected=f"one of {RUNTIMES}")
+        if self.precision not in PRECISIONS:
+            raise DataError(f"got {self.precision!r}", path=self.path, field="precision",
+                            expected=f"one of {PRECISIONS}")
+        if self.pruning not in PRUNINGS:
+            raise DataError(f"got {self.pruning!r}", path=self.path, field="pruning", expected=f"one of {PRUNINGS}")
+        if not self.files:
+            self.files = [self.path]
+
+    @property
+    def file_size_mb(self) -> float:
+        """Size on disk of every file of the artifact, in MB (10^6 bytes)."""
+        return sum(Path(f).stat().st_size for f in self.files if Path(f).is_file()) / 1e6
+
+
+@dataclass
+class VariantSpec:
+    """An artifact run with a sampler: one benchmark variant (a row per threads x batch setting)."""
+
+    name: str  # e.g. "fp32_ddpm1000", "ort_int8_ddim10"
+    artifact: Artifact
+    sampler: str
+    steps: int
+    is_reference: bool = False  # the MDM reference procedure (fp32 eager, full DDPM)
+    fidelity_ref: str | None = None  # the fp32 eager variant with the same sampler and steps
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (sent to the worker)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "VariantSpec":
+        """Inverse of to_dict."""
+        return cls(**{**data, "artifact": Artifact(**data["artifact"])})
+
+
+# ---------------------------------------------------------------- loading (used in the worker)
+
+
+class Denoiser:
+    """A loaded network with MDM's forward: (x [B,263,1,T], t [B] long, text_emb [B,D], uncond [B] bool) -> x0."""
+
+    def __init__(self, forward: Callable, params: int | None, params_nonzero: int | None, keepalive: Any = None):
+        self._forward = forward
+        self.params = params
+        self.params_nonzero = params_nonzero
+        self.keepalive = keepalive  # the module/session, kept referenced while the denoiser lives
+
+    def __call__(self, x, timesteps, text_emb, uncond=None):
+        return self._forward(x, timesteps, text_emb, uncond)
+
+
+def load_torch_model(path: str | Path):
+    """An MDM (eval, float32, CPU) with .stats and .text_encoder_name from any of our weight files or an official .pt."""
+    from kpop_helpers.export.loading import load_model_for_export
+
+    return load_model_for_export(path).float().eval()
+
+
+def _count(module) -> tuple[int, int]:
+    params = [p for p in module.parameters()]
+    total = sum(p.numel() for p in params)
+    nonzero = sum(int((p != 0).sum()) for p in params)
+    return total, nonzero
+
+
+def _torch_forward(module, dtype=None) -> Callable:
+    import torch
+
+    def forward(x, timesteps, text_emb, uncond):
+        if uncond is None:
+            uncond = torch.zeros(x.shape[0], dtype=torch.bool)
+        if dtype is not None:
+            x, text_emb = x.to(dtype), text_emb.to(dtype)
+        out = module(x, timesteps, text_emb, uncond)
+        return out.float() if dtype is not None else out
+
+    return forward
+
+
+def _quantized_params(module) -> tuple[int, int]:
+    """Parameters of a dynamically quantized module: float params plus the packed int8 weights."""
+    import torch
+
+    total, nonzero = _count(module)
+    for sub in module.modules():
+        weight_fn = getattr(sub, "weight", None)
+        if callable(weight_fn) and type(sub).__module__.startswith("torch.ao.nn.quantized"):
+            weight = weight_fn()
+            bias = sub.bias() if callable(getattr(sub, "bias", None)) else None
+            total += weight.numel() + (bias.numel() if bias is not None else 0)
+            nonzero += int((torch.int_repr(weight) != 0).sum()) if weight.is_quantized else int((weight != 0).sum())
+    return total, nonzero
+
+
+def _onnx_denoiser(artifact: Artifact, threads: int) -> Denoiser:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(artifact.path, options, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    if len(inputs) < 3:
+        raise DataError(f"has {len(inputs)} inputs {[i.name for i in inputs]}", path=artifact.path,
+                        expected="MDM's inputs (x, timesteps, text_emb[, uncond])")
+    numpy_types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+                   "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
+    types = [numpy_types.get(i.type, np.float32) for i in inputs]
+    names = [i.name for i in inputs]
+    output = session.get_outputs()[0].name
+
+    def forward(x, timesteps, text_emb, uncond):
+        if uncond is None:
+            uncond = torch.zeros(x.shape[0], dtype=torch.bool)
+        values = (x, timesteps, text_emb, uncond)
+        feed = {name: values[k].numpy().astype(types[k], copy=False) for k, name in enumerate(names[:4])}
+        return torch.from_numpy(np.asarray(session.run([output], feed)[0], dtype=np.float32))
+
+    # Parameters = elements of the weight initializers (int8 weights count once; scales/zero points are scalars).
+    graph = onnx.load(artifact.path, load_external_data=False).graph
+    total = sum(int(np.prod(init.dims)) for init in graph.initializer if len(init.dims) >= 1)
+    return Denoiser(forward, total, None, keepalive=session)
+
+
+def load_denoiser(artifact: Artifact, threads: int) -> Denoiser:
+    """Load an artifact for inference with `threads` intra-op threads (call once per process)."""
+    import torch
+
+    if artifact.loader == "onnx":
+        denoiser = _onnx_denoiser(artifact, threads)
+    elif artifact.loader == "torchscript":
+        module = torch.jit.load(artifact.path, map_location="cpu").eval()
+        denoiser = Denoiser(_torch_forward(module), *_count(module), keepalive=module)
+    elif artifact.loader == "torch_export":
+        module = torch.export.load(artifact.path).module()
+        denoiser = Denoiser(_torch_forward(module), *_count(module), keepalive=module)
+    elif artifact.loader in ("mdm", "mdm_fp16", "torch_int8"):
+        model = load_torch_model(artifact.path)
+        if artifact.loader == "mdm_fp16":
+            model = model.half()
+            denoiser = Denoiser(_torch_forward(model, torch.float16), *_count(model), keepalive=model)
+        elif artifact.loader == "torch_int8":
+            from kpop_helpers.compress import quantize_torch_int8
+
+            model, _ = quantize_torch_int8(model)
+            denoiser = Denoiser(_torch_forward(model), *_quantized_params(model), keepalive=model)
+        else:
+            denoiser = Denoiser(_torch_forward(model), *_count(model), keepalive=model)
+    else:
+        raise DataError(f"unknown loader {artifact.loader!r}", path=artifact.path, field="loader",
+                        expected="mdm, mdm_fp16, torch_int8, torchscript, torch_export or onnx")
+    if artifact.params:
+        denoiser.params = int(artifact.params)
+    return denoiser
+
+
+# ---------------------------------------------------------------- planning (used in the parent)
+
+_LOADERS = {"onnxruntime": "onnx", "torchscript": "torchscript", "torch_export": "torch_export"}
+
+
+def discover_artifacts(export_dirs: str | Path | list[str | Path]) -> list[Artifact]:
+    """Every denoiser artifact listed in the manifest.json of one or more export folders.
+
+    Names: ONNX Runtime artifacts are "ort_<manifest key>" (ort_fp32, ort_int8, ort_fp16, ort_pruned_ffn,
+    ort_pruned_ffn_int8), the others keep their key (torchscript, torch_export, torch_int8). A name already
+    taken by an earlier folder is skipped: folders exported from one model with other settings repeat fp32.
+    """
+    from kpop_helpers.edge.manifest import read_manifest
+
+    folders = [export_dirs] if isinstance(export_dirs, (str, Path)) else list(export_dirs)
+    artifacts: dict[str, Artifact] = {}
+    for folder in map(Path, folders):
+        for key, entry in read_manifest(folder)["variants"].items():
+            runtime = entry.get("runtime", "")
+            path = folder / str(entry.get("file", ""))
+            if runtime not in _LOADERS or not entry.get("file"):
+                logger.warning("%s: variant %r skipped (runtime %r is not measured)", folder, key, runtime)
+                continue
+            if not path.is_file():
+                logger.warning("%s: variant %r skipped: %s is missing", folder, key, path)
+                continue
+            name = f"ort_{key}" if runtime == "onnxruntime" else str(key)
+            if name in artifacts:
+                continue
+            files = [path, *sorted(folder.glob(path.name + ".data*"))]  # ONNX external data, when any
+            artifacts[name] = Artifact(name=name, runtime=runtime, precision=entry.get("precision", "fp32"),
+                                       pruning=entry.get("pruning") or None, path=str(path), loader=_LOADERS[runtime],
+                                       files=[str(f) for f in files], params=entry.get("params"),
+                                       source=f"{folder}:{key}")
+    return list(artifacts.values())
+
+
+def _sampler_steps(spec: str, diffusion_steps: int) -> tuple[str, int] | None:
+    """(sampler, steps) of a sampler spec for this model, or None when the model's schedule cannot give it."""
+    from kpop_helpers.bench.protocol import parse_sampler
+    from kpop_helpers.generate import sampling_diffusion
+
+    sampler, steps = parse_sampler(spec)
+    steps = diffusion_steps if steps is None else steps
+    try:
+        sampling_diffusion(diffusion_steps, sampler, None if steps == diffusion_steps else steps)
+    except ValueError as exc:
+        logger.warning("sampler %s skipped for a %d-step model: %s", spec, diffusion_steps, exc)
+        return None
+    return sampler, steps
+
+
+def plan_variants(config, model_cfg, model_path: str | Path,
+                  export_dirs: str | Path | list[str | Path] | None) -> list[VariantSpec]:
+    """The variants of a run: the reference procedure, fp32 eager samplers, then each artifact per sampler.
+
+    The reference procedure (fp32 eager, full DDPM) always runs, and so does every fp32 eager variant an
+    artifact needs as its fidelity reference; `config.only` / `config.skip` filter the rest by name.
+    """
+    diffusion_steps = int(model_cfg.diffusion_steps)
+    eager = Artifact(name="fp32", runtime="torch", precision="fp32", pruning=None, path=str(model_path), loader="mdm")
+    reference = VariantSpec(f"fp32_ddpm{diffusion_steps}", eager, "ddpm", diffusion_steps, is_reference=True,
+                            fidelity_ref=f"fp32_ddpm{diffusion_steps}")
+    plan = {reference.name: reference}
+    optional: list[VariantSpec] = []
+    for spec in config.eager_samplers:
+        picked = _sampler_steps(spec, diffusion_steps)
+        if picked:
+            name = f"fp32_{picked[0]}{picked[1]}"
+            optional.append(VariantSpec(name, eager, picked[0], picked[1], fidelity_ref=name))
+    artifacts = discover_artifacts(export_dirs) if export_dirs else []
+    required: dict[str, VariantSpec] = {}
+    for spec in config.artifact_samplers:
+        picked = _sampler_steps(spec, diffusion_steps)
+        if not picked:
+            continue
+        ref_name = f"fp32_{picked[0]}{picked[1]}"
+        for artifact in artifacts:
+            variant = VariantSpec(f"{artifact.name}_{picked[0]}{picked[1]}", artifact, picked[0], picked[1],
+                                  fidelity_ref=ref_name)
+            if _selected(variant.name, config):
+                optional.append(variant)
+                required[ref_name] = VariantSpec(ref_name, eager, picked[0], picked[1], fidelity_ref=ref_name)
+    for variant in optional:
+        if _selected(variant.name, config) or variant.name in required:
+            plan.setdefault(variant.name, variant)
+    for name, variant in required.items():
+        plan.setdefault(name, variant)
+    # fp32 eager first: they are the fidelity references of the artifacts.
+    return sorted(plan.values(), key=lambda v: (not v.is_reference, v.artifact.name != "fp32"))
+
+
+def _selected(name: str, config) -> bool:
+    if config.only and not any(part in name for part in config.only):
+        return False
+    return not any(part in name for part in config.skip)

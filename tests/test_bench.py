@@ -1,0 +1,170 @@
+"""The benchmark runner: the --smoke run end to end (real model, real export, real workers), resume, compare."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kpop_helpers.bench import ROW_FIELDS, BenchConfig, parse_sampler, row_key, speedup, target_check
+from kpop_helpers.bench.protocol import StepNoise, draw_noise
+from kpop_helpers.data.clip import DataError
+
+REPO = Path(__file__).resolve().parents[1]
+NUMERIC = [f for f in ROW_FIELDS if f not in ("variant", "runtime", "precision", "pruning", "sampler")]
+
+
+def _bench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "kpop_helpers.bench", *args, "--quiet"], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> tuple[Path, dict]:
+    """One --smoke run (random tiny model, its export, every variant in its own worker)."""
+    out = tmp_path_factory.mktemp("bench") / "results"
+    _bench("--smoke", "--out", str(out))
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_smoke_rows_have_every_field_with_sane_numbers(smoke):
+    _, results = smoke
+    rows = results["rows"]
+    variants = {r["variant"] for r in rows}
+    assert {"fp32_ddpm50", "fp32_ddim4", "ort_fp32_ddim4", "ort_int8_ddim4", "torchscript_ddim4"} <= variants
+    for row in rows:
+        assert row["error"] is None, row
+        for field in ROW_FIELDS:
+            assert field in row, (row["variant"], field)
+        for field in NUMERIC:
+            value = row[field]
+            assert isinstance(value, (int, float)) and math.isfinite(value), (row["key"], field, value)
+        assert row["step_ms_p50"] > 0 and row["step_ms_p95"] >= row["step_ms_p50"], row["key"]
+        assert row["gen_time_s"] > 0 and row["load_time_s"] > 0 and row["peak_rss_mb"] > 10
+        assert row["params"] > 1000 and row["file_size_mb"] > 0
+        assert row["fidelity_mm"] >= 0 and row["pfc"] >= 0 and row["fid_k"] >= 0
+        assert row["key"] == row_key(row)
+    by_key = {r["key"]: r for r in rows}
+    assert len(by_key) == len(rows) == len(variants) * 2  # batches 1 and 2 at one thread
+    size = {r["variant"]: r["file_size_mb"] for r in rows}
+    assert size["ort_int8_ddim4"] < size["ort_fp32_ddim4"] / 1.5
+    for row in rows:
+        if row["runtime"] == "torch" and row["precision"] == "fp32":
+            # fp32 eager rows are their own fidelity reference: exactly 0
+            assert row["fidelity_mm"] == 0 and row["fidelity_rel_rms"] == 0
+        elif row["runtime"] in ("onnxruntime", "torchscript") and row["precision"] == "fp32":
+            assert 0 <= row["fidelity_mm"] < 1.0  # same network, another runtime: float rounding at most
+    assert by_key["ort_int8_ddim4|t1|b2"]["fidelity_mm"] > by_key["ort_fp32_ddim4|t1|b2"]["fidelity_mm"]
+    # a guided step runs a batch of 2 and must not be cheaper than an unguided one by much
+    reference = [r for r in rows if r["is_reference"]]
+    assert {(r["steps"], r["sampler"]) for r in reference} == {(50, "ddpm")}
+
+
+def test_smoke_protocol_and_outputs(smoke):
+    out, results = smoke
+    protocol = results["protocol"]
+    for key in ("cpu", "libraries", "threads", "seed", "prompts", "frames", "num_samples", "loadavg_start",
+                "loadavg_end", "reference_data", "model_sha256", "noise", "procedure"):
+        assert key in protocol, key
+    assert protocol["cpu"]["logical_cores"] >= 1 and protocol["libraries"]["torch"]
+    assert protocol["num_samples"] == len(protocol["prompts"]) == 3
+    csv_lines = (out / "results.csv").read_text().strip().splitlines()
+    assert csv_lines[0].split(",")[:len(ROW_FIELDS)] == list(ROW_FIELDS)
+    assert len(csv_lines) == len(results["rows"]) + 1
+    table = (out / "results.md").read_text()
+    assert "speed-up" in table and all(r["variant"] in table for r in results["rows"])
+    for png in ("pareto.png", "latency.png", "sizes.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # Every variant read the same noise file; the samples of a variant exist for quality and fidelity.
+    work = out / ".work"
+    assert (work / ".gitignore").read_text().strip() == "*"
+    with np.load(work / "inputs.npz") as inputs:
+        assert inputs["initial_noise"].shape == (3, 263, 1, 40)
+
+
+def test_resume_skips_rows_already_measured(smoke, tmp_path):
+    out, results = smoke
+    import shutil
+
+    copy_dir = tmp_path / "results"
+    shutil.copytree(out, copy_dir)
+    partial = copy.deepcopy(results)
+    dropped = [r for r in partial["rows"] if r["variant"] == "ort_int8_ddim4"]
+    partial["rows"] = [r for r in partial["rows"] if r["variant"] != "ort_int8_ddim4"]
+    (copy_dir / "results.json").write_text(json.dumps(partial))
+    _bench("--smoke", "--out", str(copy_dir), "--resume")
+    resumed = json.loads((copy_dir / "results.json").read_text())
+    kept = {r["key"]: r for r in resumed["rows"]}
+    assert set(kept) == {r["key"] for r in results["rows"]}
+    assert resumed["protocol"]["resumed_rows"] == len(partial["rows"])
+    for row in partial["rows"]:  # not re-measured: identical timings
+        assert kept[row["key"]]["step_ms_p50"] == row["step_ms_p50"]
+    for row in dropped:  # re-measured, same samples and noise: identical quality
+        assert kept[row["key"]]["fidelity_mm"] == pytest.approx(row["fidelity_mm"], rel=1e-6)
+        assert kept[row["key"]]["fid_k"] == pytest.approx(row["fid_k"], rel=1e-6)
+
+
+def test_compare_writes_ratios(smoke, tmp_path):
+    out, results = smoke
+    old = copy.deepcopy(results)
+    for row in old["rows"]:
+        row["gen_time_s"] *= 2.0
+    old["rows"] = old["rows"][1:]  # one row only in the new run
+    old_path = tmp_path / "old.json"
+    old_path.write_text(json.dumps(old))
+    report_dir = tmp_path / "report"
+    report_dir.mkdir()
+    (report_dir / "results.json").write_text(json.dumps(results))
+    _bench("--out", str(report_dir), "--report-only", "--compare", str(old_path))
+    text = (report_dir / "compare.md").read_text()
+    assert "| 0.500 |" in text and "2.00x" in text
+    assert f"new only: {results['rows'][0]['key']}" in text
+
+
+def test_speedup_and_target_flags():
+    ref = {"variant": "fp32_ddpm1000", "is_reference": True, "threads": 2, "batch": 2, "gen_time_s": 105.0,
+           "fid_k": 20.0, "pfc": 1.0}
+    fast = {"variant": "ort_int8_ddim10", "threads": 2, "batch": 2, "gen_time_s": 0.9, "fid_k": 22.0, "pfc": 1.1}
+    refs = {(2, 2): ref}
+    assert speedup(fast, refs) == pytest.approx(105.0 / 0.9)
+    assert target_check(fast, refs) == (True, "")
+    worse = {**fast, "fid_k": 23.5, "gen_time_s": 1.2}
+    ok, why = target_check(worse, refs)
+    assert not ok and "FID_k +18%" in why and "1.2 s > 1 s" in why
+    assert target_check({**fast, "threads": 1}, refs) == (None, "")
+    assert speedup({**fast, "batch": 1}, refs) is None  # no reference at that setting
+
+
+def test_sampler_specs_and_config_validation():
+    assert parse_sampler("ddim10") == ("ddim", 10) and parse_sampler("DDPM") == ("ddpm", None)
+    for bad in ("ddim1", "ddimx", "euler10", ""):
+        with pytest.raises(DataError, match="sampler"):
+            parse_sampler(bad)
+    with pytest.raises(DataError, match="batches"):
+        BenchConfig(batches=(3,))
+    with pytest.raises(DataError, match="prompts"):
+        BenchConfig(prompts=())
+
+
+def test_noise_is_per_sample_deterministic_and_read_step_by_step(tmp_path):
+    a = draw_noise(7, 3, 10, 4, tmp_path / "a.npy", progress=False)
+    b = draw_noise(7, 2, 10, 6, tmp_path / "b.npy", progress=False)
+    np.testing.assert_array_equal(a[:2], b)  # sample i depends on (seed, i) only
+    steps_a, steps_b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
+    np.testing.assert_array_equal(steps_a[:2], steps_b[:, :4])
+    reader = StepNoise(tmp_path / "a.npy", samples=[2, 0], steps=4)
+    assert len(reader) == 4
+    for k in range(4):
+        np.testing.assert_array_equal(reader[k].numpy(), steps_a[[2, 0], k])
+    with pytest.raises(IndexError):
+        reader[4]
+    with pytest.raises(DataError, match="outside"):
+        StepNoise(tmp_path / "a.npy", samples=3, steps=4)
