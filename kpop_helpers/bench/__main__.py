@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep the rows of OUT/results.json and run the rest")
     p.add_argument("--report-only", action="store_true", help="only rewrite csv/md/plots from OUT/results.json")
     p.add_argument("--worker-timeout", type=float, help="seconds before a worker is killed")
+    p.add_argument("--notes", help="free text recorded with the protocol (how the model was made, ...)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -55,7 +56,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BenchConfig, argpar
         "artifact_samplers": args.artifact_samplers, "warmup_steps": args.warmup_steps,
         "timed_steps": args.timed_steps, "max_gen_seconds": args.max_gen_seconds, "metrics_mode": args.metrics_mode,
         "only": args.only, "skip": args.skip, "compare": args.compare, "resume": args.resume,
-        "worker_timeout_s": args.worker_timeout, "progress": not args.quiet,
+        "worker_timeout_s": args.worker_timeout, "progress": not args.quiet, "notes": args.notes,
         "prompts": args.prompts or (DEFAULT_PROMPTS[:args.num_prompts] if args.num_prompts else None),
     }
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if v is not None}

@@ -14,14 +14,13 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from kpop_helpers.bench.protocol import BenchConfig, environment, load_average, prepare_inputs
-from kpop_helpers.bench.variants import VariantSpec, load_torch_model, plan_variants
+from kpop_helpers.bench.variants import VariantSpec, load_torch_model, plan_variants, smoke_model
 from kpop_helpers.data.clip import DataError
 from kpop_helpers.utils import atomic_write_text
 
@@ -154,6 +153,8 @@ class BenchmarkRun:
                               f"(a measured loop would exceed {cfg.max_gen_seconds:g} s)",
                 "peak_rss_mb": "after loading, the latency runs and the single-dance generations (the quality "
                                "batch afterwards is reported as peak_rss_quality_mb)",
+                "order": "all timing jobs first (back to back, comparable conditions), then one quality job per "
+                         "variant",
                 "quality": "all prompts in one guided batch at the largest thread count; FID/Div/PFC via "
                            f"kpop_helpers.metrics.dance_quality(mode={cfg.metrics_mode!r}) against the reference "
                            "set cut to `frames` frames",
@@ -169,14 +170,15 @@ class BenchmarkRun:
         }
 
     # ------------------------------------------------------------------ jobs
-    def jobs(self) -> list[tuple[VariantSpec, int, bool]]:
-        """(variant, threads, quality?) in run order: the reference first, fp32 eager next, largest threads first."""
+    def timing_jobs(self) -> list[tuple[VariantSpec, int]]:
+        """(variant, threads) in run order: the reference first, fp32 eager next, largest threads first."""
         threads = sorted(set(self.config.threads), reverse=True)
-        return [(variant, t, k == 0) for variant in self.variants for k, t in enumerate(threads)]
+        return [(variant, t) for variant in self.variants for t in threads]
 
     def _run_worker(self, variant: VariantSpec, threads: int, quality: bool) -> dict[str, Any]:
-        tag = f"{variant.name}_t{threads}"
-        job = {"variant": variant.to_dict(), "threads": threads, "batches": list(self.config.batches),
+        """Timing job (quality=False: every batch setting) or quality job (quality=True: the sample batch only)."""
+        tag = f"{variant.name}_t{threads}" + ("_quality" if quality else "")
+        job = {"variant": variant.to_dict(), "threads": threads, "batches": [] if quality else list(self.config.batches),
                "inputs": str(self.inputs.inputs_path), "step_noise": str(self.inputs.step_noise_path),
                "max_steps": self.inputs.meta["max_steps"], "diffusion_steps": int(self.model.cfg.diffusion_steps),
                "noise_schedule": str(self.model.cfg.noise_schedule), "guidance": float(self.config.guidance),
@@ -253,21 +255,40 @@ class BenchmarkRun:
                 "params": result.get("params"), "step_ms_p50": entry.get("step_ms_p50"),
                 "step_ms_p95": entry.get("step_ms_p95"), "gen_time_s": entry.get("gen_time_s"),
                 "load_time_s": result.get("load_time_s"), "peak_rss_mb": result.get("peak_rss_mb"),
-                "fidelity_mm": quality.get("fidelity_mm"), "fidelity_rel_rms": quality.get("fidelity_rel_rms"),
             }
-            row.update({k: quality.get(k) for k in QUALITY_FIELDS})
+            row.update(self._quality_fields(quality))
             row.update({
                 "key": None, "artifact": Path(artifact.path).name, "is_reference": variant.is_reference,
-                "fidelity_ref": quality.get("fidelity_ref"), "n_samples": quality.get("n_samples"),
                 "gen_time_estimated": entry.get("gen_time_estimated"), "params_nonzero": result.get("params_nonzero"),
-                "rss_before_load_mb": result.get("rss_before_load_mb"),
-                "peak_rss_quality_mb": result.get("peak_rss_quality_mb"),
-                "quality_gen_time_s": result.get("quality_gen_time_s"), "loadavg_1m": result.get("loadavg_1m"),
+                "rss_before_load_mb": result.get("rss_before_load_mb"), "loadavg_1m": result.get("loadavg_1m"),
                 "error": entry.get("error") or result.get("error"),
             })
             row["key"] = row_key(row)
             rows.append({k: _finite_or_none(v) for k, v in row.items()})
         return rows
+
+    def _record_quality(self, variant: VariantSpec, result: dict[str, Any]) -> dict[str, Any]:
+        """Score a quality job's samples and keep its memory, time and load with the scores (cached)."""
+        scores = self._quality(variant)
+        scores.update(peak_rss_quality_mb=result.get("peak_rss_quality_mb"),
+                      quality_gen_time_s=result.get("quality_gen_time_s"), quality_loadavg_1m=result.get("loadavg_1m"),
+                      quality_error=result.get("error"))
+        if scores.get("n_samples"):
+            atomic_write_text(self.work / "quality" / f"{variant.name}.json", json.dumps(scores, indent=1))
+        return scores
+
+    @staticmethod
+    def _quality_fields(scores: dict[str, Any]) -> dict[str, Any]:
+        """Fidelity and quality columns of a row, from a variant's scores."""
+        fields = {k: _finite_or_none(scores.get(k)) for k in ("fidelity_mm", "fidelity_rel_rms", *QUALITY_FIELDS)}
+        for key in ("fidelity_ref", "n_samples", "peak_rss_quality_mb", "quality_gen_time_s", "quality_loadavg_1m",
+                    "quality_error"):
+            fields[key] = scores.get(key)
+        return fields
+
+    def _save(self, rows: list[dict[str, Any]]) -> None:
+        self.protocol["loadavg_end"] = load_average()
+        write_results(self.results_path, self.protocol, rows)
 
     def _ordered(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Rows in plan order (reference, fp32 eager, artifacts), then threads and batch."""
@@ -290,64 +311,38 @@ class BenchmarkRun:
                                 expected="the same settings as the interrupted run, or a run without --resume")
             rows = [r for r in previous["rows"] if not r.get("error")]
         done = {r["key"] for r in rows}
-        pending = [job for job in self.jobs()
-                   if any(f"{job[0].name}|t{job[1]}|b{b}" not in done for b in self.config.batches)]
+        timing = [(v, t) for v, t in self.timing_jobs()
+                  if any(f"{v.name}|t{t}|b{b}" not in done for b in self.config.batches)]
+        # Timing first, back to back, so that every variant is timed under the same conditions; the long
+        # quality batches (the 1000-step reference takes minutes) come after and do not split the timings.
+        quality = [v for v in self.variants if not self._quality(v)]
         self.protocol["resumed_rows"] = len(rows)
-        bar = tqdm(pending, desc="benchmark", unit="variant", disable=not self.config.progress)
-        for variant, threads, quality in bar:
+        bar = tqdm(total=len(timing) + len(quality), desc="benchmark", unit="job", disable=not self.config.progress)
+        for variant, threads in timing:
             bar.set_postfix_str(f"{variant.name} {threads}t")
-            if quality or not (self.work / "samples" / f"{variant.name}.npz").is_file():
-                quality = True  # the quality samples are missing (e.g. an earlier run failed): make them here
-                (self.work / "quality" / f"{variant.name}.json").unlink(missing_ok=True)
-            result = self._run_worker(variant, threads, quality)
+            result = self._run_worker(variant, threads, quality=False)
             new = self.make_rows(variant, threads, result)
             keys = {r["key"] for r in new}
             rows = self._ordered([r for r in rows if r["key"] not in keys] + new)
-            self.protocol["loadavg_end"] = load_average()
-            write_results(self.results_path, self.protocol, rows)
+            self._save(rows)
+            bar.update()
+        threads = max(self.config.threads)
+        for variant in quality:
+            bar.set_postfix_str(f"{variant.name} samples")
+            (self.work / "quality" / f"{variant.name}.json").unlink(missing_ok=True)
+            scores = self._record_quality(variant, self._run_worker(variant, threads, quality=True))
+            for row in rows:
+                if row["variant"] == variant.name:
+                    row.update(self._quality_fields(scores))
+            self._save(rows)
+            bar.update()
+        bar.close()
         self.protocol["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.protocol["loadavg_end"] = load_average()
         write_results(self.results_path, self.protocol, rows)
         # Up to GBs; a resumed run re-draws exactly the same numbers from the seed.
         self.inputs.step_noise_path.unlink(missing_ok=True)
         return {"protocol": self.protocol, "rows": rows}
-
-
-def smoke_model(work_dir: Path, seed: int = 0) -> tuple[Path, list[Path]]:
-    """A random tiny MDM (preset "tiny", stats of the sample data) and, when the exporter is installed, its export."""
-    import torch
-
-    from kpop_helpers.checkpoints import export_weights
-    from kpop_helpers.data.sample import generate_sample_clips
-    from kpop_helpers.model import MDM, get_preset
-    from kpop_helpers.motion.features import joints_to_features
-    from kpop_helpers.motion.stats import compute_stats
-
-    folder = work_dir / "smoke_model"
-    model_path = folder / "model.safetensors"
-    export_dir = folder / "export"
-    if not model_path.is_file():
-        torch.manual_seed(seed)
-        model = MDM(get_preset("tiny")).eval()
-        # Stats of a few sample dances: the untrained model's outputs then de-normalise to plausible bodies.
-        clips = generate_sample_clips(12, seed=seed)
-        stats = compute_stats([joints_to_features(c.positions) for c in clips], std_floor=1e-3)
-        export_weights(model, model_path, config=model.cfg.to_dict(), stats=stats,
-                       metadata={"note": "random tiny model for the benchmark smoke test"})
-    if not (export_dir / "manifest.json").is_file():
-        from kpop_helpers.config import EdgeConfig
-        from kpop_helpers.export import ModelExporter
-
-        # A subset that exports quickly (CI): fp32 and int8 ONNX and TorchScript; no fp16, pruning or text encoder.
-        edge = EdgeConfig.from_dict({"optimization": {"quantization": {"fp16": False}, "pruning": {"enabled": False}},
-                                     "export": {"formats": ["onnx", "torchscript"], "text_encoder": "none"},
-                                     "sampling": {"sampler": "ddim", "steps": 5}})
-        edge_path = folder / "edge_config.json"
-        edge.save(edge_path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no recovery data", "jit.trace is deprecated": expected here
-            ModelExporter(model_path, edge_path, progress=False).export_all(export_dir)
-    return model_path, [export_dir]
 
 
 def run_benchmark(config: BenchConfig) -> dict[str, Any]:

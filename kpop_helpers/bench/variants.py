@@ -296,3 +296,42 @@ def _selected(name: str, config) -> bool:
     if config.only and not any(part in name for part in config.only):
         return False
     return not any(part in name for part in config.skip)
+
+
+def smoke_model(work_dir: Path, seed: int = 0) -> tuple[Path, list[Path]]:
+    """A random tiny MDM (preset "tiny", stats of a few sample dances) and its export: the --smoke variants."""
+    import warnings
+
+    import torch
+
+    from kpop_helpers.checkpoints import export_weights
+    from kpop_helpers.data.sample import generate_sample_clips
+    from kpop_helpers.model import MDM, get_preset
+    from kpop_helpers.motion.features import joints_to_features
+    from kpop_helpers.motion.stats import compute_stats
+
+    folder = work_dir / "smoke_model"
+    model_path = folder / "model.safetensors"
+    export_dir = folder / "export"
+    if not model_path.is_file():
+        torch.manual_seed(seed)
+        model = MDM(get_preset("tiny")).eval()
+        # Stats of a few sample dances: the untrained model's outputs then de-normalise to plausible bodies.
+        clips = generate_sample_clips(12, seed=seed)
+        stats = compute_stats([joints_to_features(c.positions) for c in clips], std_floor=1e-3)
+        export_weights(model, model_path, config=model.cfg.to_dict(), stats=stats,
+                       metadata={"note": "random tiny model for the benchmark smoke test"})
+    if not (export_dir / "manifest.json").is_file():
+        from kpop_helpers.config import EdgeConfig
+        from kpop_helpers.export import ModelExporter
+
+        # A subset that exports quickly (CI): fp32 and int8 ONNX and TorchScript; no fp16, pruning or text encoder.
+        edge = EdgeConfig.from_dict({"optimization": {"quantization": {"fp16": False}, "pruning": {"enabled": False}},
+                                     "export": {"formats": ["onnx", "torchscript"], "text_encoder": "none"},
+                                     "sampling": {"sampler": "ddim", "steps": 5}})
+        edge_path = folder / "edge_config.json"
+        edge.save(edge_path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "no recovery data", "jit.trace is deprecated": expected here
+            ModelExporter(model_path, edge_path, progress=False).export_all(export_dir)
+    return model_path, [export_dir]

@@ -1,8 +1,9 @@
 """One variant at one thread count, in its own process: `python -m kpop_helpers.bench.worker JOB.json RESULT.json`.
 
 A fresh process per variant keeps the measurements independent: the load time includes the cold import of
-the file, the peak RSS (`ru_maxrss`) is this variant's alone, and one variant's thread pools or caches cannot
-speed up or slow down the next. The result is one JSON line, written atomically to RESULT.json.
+the file, the peak RSS is this variant's alone, and one variant's thread pools or caches cannot speed up or
+slow down the next. A timing job measures every batch setting; a quality job ("quality": true, no batches)
+generates the sample set. The result is one JSON line, written atomically to RESULT.json.
 """
 
 from __future__ import annotations
