@@ -40,3 +40,30 @@ def real_motion_dir() -> Path:
     if not folder.is_dir():
         pytest.skip(f"real motion capture not found at {folder} (needs ../shared beside the repo)")
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a shared 2-core machine every op waits for it."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_mdm(seed: int = 0):
+    """A randomly initialised 'tiny' MDM with random normalisation statistics and the MiniLM encoder name."""
+    import numpy as np
+    import torch
+
+    from kpop_helpers.model import MDM, get_preset
+    from kpop_helpers.motion.stats import MotionStats
+
+    torch.manual_seed(seed)
+    model = MDM(get_preset("tiny")).eval()
+    rng = np.random.default_rng(seed)
+    model.stats = MotionStats(mean=0.1 * rng.standard_normal(263), std=0.5 + rng.random(263))
+    model.text_encoder_name = "minilm"
+    return model

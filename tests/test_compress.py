@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import tiny_mdm
 import torch
 
 from kpop_helpers.compress import (
@@ -16,26 +17,16 @@ from kpop_helpers.compress import (
     recovery_finetune,
 )
 from kpop_helpers.export import export_onnx_file, onnx_runner, parity_inputs, relative_rms, torch_runner
-from kpop_helpers.model import MDM, get_preset, load_mdm, save_mdm
-from kpop_helpers.motion.stats import MotionStats
+from kpop_helpers.model import MDM, load_mdm, save_mdm
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine every op waits for it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 def _tiny(seed: int = 0) -> MDM:
-    torch.manual_seed(seed)
-    model = MDM(get_preset("tiny")).eval()
-    rng = np.random.default_rng(seed)
-    model.stats = MotionStats(mean=0.1 * rng.standard_normal(263), std=0.5 + rng.random(263))
-    model.text_encoder_name = "minilm"
-    return model
+    return tiny_mdm(seed)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_mdm
 import torch
 
 from kpop_helpers.config import EdgeConfig
@@ -20,7 +21,6 @@ from kpop_helpers.export import (
     torch_export_runner, torch_runner, torchscript_runner,
 )
 from kpop_helpers.model import MDM, get_preset, save_mdm
-from kpop_helpers.motion.stats import MotionStats
 from tests.conftest import REPO_ROOT
 
 PROMPT = "a cute aegyo dance with small bounces"
@@ -31,21 +31,12 @@ EXPECTED_FILES = ("model.onnx", "model_int8.onnx", "model_fp16.onnx", "model_scr
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models gain nothing from a second thread, and on a shared 2-core machine every op waits for it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_torch_thread(one_torch_thread):
     yield
-    torch.set_num_threads(previous)
 
 
 def _tiny(seed: int = 0) -> MDM:
-    torch.manual_seed(seed)
-    model = MDM(get_preset("tiny")).eval()
-    rng = np.random.default_rng(seed)
-    model.stats = MotionStats(mean=0.1 * rng.standard_normal(263), std=0.5 + rng.random(263))
-    model.text_encoder_name = "minilm"
-    return model
+    return tiny_mdm(seed)
 
 
 @pytest.fixture(scope="module")
