@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -44,3 +45,24 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def peak_rss_mib() -> float | None:
+    """Peak resident memory of this process in MiB, or None where it cannot be read (Windows).
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this address space. ru_maxrss is not used
+    there because fork + exec keeps the parent's high-water mark: a process started from a big one (a
+    notebook, pytest, the benchmark runner) would report the parent's peak. Elsewhere: ru_maxrss.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0

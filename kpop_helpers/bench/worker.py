@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import sys
 import time
 import traceback
@@ -19,23 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from kpop_helpers.utils import peak_rss_mib
+
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB.
-
-    Linux: VmHWM of /proc/self/status. ru_maxrss would be wrong there: the kernel carries the parent's
-    high-water mark through fork + exec, so every worker would report at least the parent's size.
-    Elsewhere: getrusage(RUSAGE_SELF).ru_maxrss (KiB on Linux, bytes on macOS).
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e6
-    except OSError:
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 1e6 if sys.platform == "darwin" else peak * 1024 / 1e6
+    """Peak resident set size of this process so far, in MB (10^6 bytes): the shared VmHWM reading."""
+    return peak_rss_mib() * (1024 * 1024) / 1e6
 
 
 def _percentiles(times_s: list[float]) -> tuple[float, float]:

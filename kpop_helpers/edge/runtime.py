@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,27 +14,7 @@ from kpop_helpers.edge.manifest import INPUT_NAMES, MEAN_FILE, STD_FILE, read_ma
 from kpop_helpers.edge.sampler import SamplingNoise, draw_noise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process in MiB, or None where it cannot be read (Windows).
-
-    Linux: VmHWM of /proc/self/status, the high-water mark of this address space. ru_maxrss is not used
-    there because exec keeps the parent's high-water mark: a runtime started from a big process (a
-    notebook, pytest) would report the parent's peak. Elsewhere: resource.getrusage ru_maxrss.
-    """
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    try:
-        import resource
-    except ImportError:
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Linux reports KiB, macOS bytes.
-    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+from kpop_helpers.utils import peak_rss_mib as peak_rss_mb  # MiB; public name kept for callers
 
 
 def onnx_denoiser(session: Any):
