@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kpop_helpers.checkpoints import CheckpointManager, SyncRetry
-from kpop_helpers.checkpoints.atomic import atomic_write_bytes, atomic_write_json, sha256_file
+from kpop_helpers.checkpoints.atomic import atomic_write_bytes, atomic_write_json, file_digest
 
 
 @dataclass
@@ -121,7 +121,7 @@ def run(cfg: BenchConfig, baseline: dict | None = None) -> tuple[dict, dict]:
         caught_up = manager.flush(timeout=300)
         flush_s = time.perf_counter() - t0
         newest = manager.list_checkpoints()[0]
-        drive_ok = sha256_file(drive / newest["name"]).sha256 == newest["sha256"]
+        drive_ok = file_digest(drive / newest["name"]).sha256 == newest["sha256"]
         write_s = manager.last_write_seconds
         manager.close()
     latencies = measured["save_latencies_s"]

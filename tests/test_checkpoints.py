@@ -20,7 +20,7 @@ import torch
 from kpop_helpers.checkpoints import (
     CheckpointManager, SyncRetry, capture_rng_state, export_weights, load_exported_weights, restore_rng_state,
 )
-from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, is_temp_name, sha256_file, temp_path_for
+from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, is_temp_name, file_digest, temp_path_for
 from kpop_helpers.data import DataError
 
 FAST_RETRY = SyncRetry(initial_delay_s=0.05, max_delay_s=0.2)
@@ -79,7 +79,7 @@ def test_roundtrip_restores_model_optimizer_and_every_extra_state(tmp_path):
     assert path.name == "checkpoint_epoch3_step1200.pt"
 
     sidecar = json.loads(path.with_suffix(".json").read_text())
-    digest = sha256_file(path)
+    digest = file_digest(path)
     assert (sidecar["sha256"], sidecar["size"]) == (digest.sha256, digest.size)
     assert (sidecar["epoch"], sidecar["step"], sidecar["loss"]) == (3, 1200, 0.25)
     assert sidecar["metrics"] == {"val_loss": 0.5}
@@ -175,7 +175,7 @@ def test_sigkill_at_random_moments_never_breaks_the_previous_checkpoint(tmp_path
         for sidecar in drive.glob("checkpoint_*.json") if drive.is_dir() else []:
             pt = sidecar.with_suffix(".pt")
             if pt.exists():
-                assert sha256_file(pt).sha256 == json.loads(sidecar.read_text())["sha256"], pt
+                assert file_digest(pt).sha256 == json.loads(sidecar.read_text())["sha256"], pt
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a kill between .pt and sidecar leaves an unverifiable newest file

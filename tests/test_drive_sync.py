@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kpop_helpers.checkpoints import CheckpointManager, SyncRetry
-from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, sha256_file
+from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, file_digest
 
 FAST_RETRY = SyncRetry(initial_delay_s=0.05, max_delay_s=0.2)
 
@@ -45,7 +45,7 @@ def _assert_verified_copy(local: Path, drive: Path) -> None:
     assert _names(local) == _names(drive)
     for name in _names(local):
         sidecar = json.loads((drive / name).with_suffix(".json").read_text())
-        assert sha256_file(drive / name).sha256 == sidecar["sha256"] == sha256_file(local / name).sha256
+        assert file_digest(drive / name).sha256 == sidecar["sha256"] == file_digest(local / name).sha256
 
 
 def _wait_for(condition, timeout: float = 10.0) -> bool:
@@ -166,7 +166,7 @@ def test_from_drive_restores_a_fresh_runtime_and_picks_the_newer_valid_side(tmp_
     state, net = _load(reader)
     assert state["step"] == 4 and state["path"] == fresh_local / "checkpoint_epoch0_step4.pt"
     assert torch.all(net.layer.weight == 4)
-    assert sha256_file(state["path"]).sha256 == sha256_file(drive / "checkpoint_epoch0_step4.pt").sha256
+    assert file_digest(state["path"]).sha256 == file_digest(drive / "checkpoint_epoch0_step4.pt").sha256
 
     # The local side is newer (saved while not syncing): it wins.
     reader.save_checkpoint(_net(5), None, 0, 5, 1.0)
@@ -210,7 +210,7 @@ def test_from_drive_repairs_a_corrupt_local_copy_of_the_newest_checkpoint(tmp_pa
         with pytest.warns(UserWarning, match="truncated"):
             state, net = _load(manager)
         assert state["step"] == 2 and torch.all(net.layer.weight == 2)
-        assert sha256_file(newest).sha256 == sha256_file(drive / newest.name).sha256  # repaired from Drive
+        assert file_digest(newest).sha256 == file_digest(drive / newest.name).sha256  # repaired from Drive
 
 
 def test_saves_do_not_wait_for_a_stuck_drive_copy(tmp_path):

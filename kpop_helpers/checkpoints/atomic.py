@@ -1,8 +1,8 @@
 """Crash-safe file primitives and the on-disk checkpoint layout shared by the local folder and its Drive mirror.
 
-Every write goes to a hidden temp file in the destination folder (``.<name>.<pid>.<tag>.tmp``), is
-flushed and fsynced, then ``os.replace``d over the final name, so a reader only ever sees a complete
-old file or a complete new one. Temp names never match :data:`CHECKPOINT_RE`, so a crash leftover is
+Every write goes (through :func:`kpop_helpers.utils.atomic_write`) to a hidden temp file in the destination
+folder (``.<name>.<pid>.<tag>.tmp``), is flushed and fsynced, then ``os.replace``d over the final name,
+so a reader only ever sees a complete old file or a complete new one. Temp names never match :data:`CHECKPOINT_RE`, so a crash leftover is
 never taken for a checkpoint; :func:`remove_stale_temp_files` cleans them up on the next start.
 
 Layout of a checkpoint folder::
@@ -14,20 +14,20 @@ Layout of a checkpoint folder::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import re
-import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
+
+from kpop_helpers.utils import (  # noqa: F401  (re-exported: the checkpoint modules import them from here)
+    TEMP_RE, FileDigest, HashingWriter, atomic_write, file_digest, fsync_dir, temp_path_for,
+)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_epoch(?P<epoch>\d+)_step(?P<step>\d+)\.pt$")
-TEMP_RE = re.compile(r"^\.(?P<target>.+)\.(?P<pid>\d+)\.(?P<tag>[0-9a-f]{8})\.tmp$")
 MANIFEST_NAME = "latest.json"
 SIDECAR_FORMAT = "kpop_checkpoint"
 _CHUNK = 4 << 20
@@ -45,78 +45,14 @@ class SourceFileError(Exception):
     """The file to copy could not be read (it was deleted meanwhile, or the local disk failed)."""
 
 
-@dataclass(frozen=True)
-class FileDigest:
-    """sha256 (hex) and size in bytes of a file's content."""
-
-    sha256: str
-    size: int
-
-
-class _HashingWriter:
-    """File wrapper that hashes bytes as they are written (torch.save writes strictly sequentially)."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.hasher = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.hasher.update(data)
-        self.size += len(data)
-        return self.raw.write(data)
-
-    def flush(self) -> None:
-        self.raw.flush()
-
-    def digest(self) -> FileDigest:
-        return FileDigest(self.hasher.hexdigest(), self.size)
-
-
-def temp_path_for(final: Path) -> Path:
-    """A unique hidden temp name beside ``final`` that no checkpoint pattern matches."""
-    return final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-
-
 def is_temp_name(name: str) -> bool:
-    """True for the temp names written by this module."""
+    """True for the temp names written by the atomic writers."""
     return TEMP_RE.match(name) is not None
 
 
-def fsync_dir(folder: Path) -> None:
-    """Persist a rename in ``folder``; silently skipped where directories cannot be fsynced (Windows, some FUSE)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(final: str | Path, write_fn: Callable[[Any], None]) -> FileDigest:
-    """Write ``final`` through ``write_fn(file)`` into a temp file, fsync, and rename; returns its digest."""
-    final = Path(final)
-    tmp = temp_path_for(final)
-    try:
-        with open(tmp, "xb") as raw:
-            writer = _HashingWriter(raw)
-            write_fn(writer)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    fsync_dir(final.parent)
-    return writer.digest()
-
-
 def atomic_write_bytes(final: str | Path, data: bytes) -> FileDigest:
-    """Atomically replace ``final`` with ``data``."""
+    """Atomically replace ``final`` with ``data``; the folder must exist (a vanished Drive mount is an error,
+    not a new local folder)."""
     return atomic_write(final, lambda f: f.write(data))
 
 
@@ -131,17 +67,6 @@ def atomic_torch_save(obj: Any, final: str | Path) -> FileDigest:
     import torch
 
     return atomic_write(final, lambda f: torch.save(obj, f))
-
-
-def sha256_file(path: str | Path) -> FileDigest:
-    """sha256 and size of a file, read in chunks."""
-    hasher = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            hasher.update(chunk)
-            size += len(chunk)
-    return FileDigest(hasher.hexdigest(), size)
 
 
 def copy_verified(src: str | Path, dst: str | Path, expected: FileDigest) -> FileDigest:
@@ -159,7 +84,7 @@ def copy_verified(src: str | Path, dst: str | Path, expected: FileDigest) -> Fil
     tmp = temp_path_for(dst)
     try:
         with source, open(tmp, "xb") as out:
-            writer = _HashingWriter(out)
+            writer = HashingWriter(out)
             while True:
                 try:
                     chunk = source.read(_CHUNK)
@@ -174,7 +99,7 @@ def copy_verified(src: str | Path, dst: str | Path, expected: FileDigest) -> Fil
             raise ChecksumError(f"{src}: content {writer.digest()} does not match its sidecar {expected}",
                                 side="source")
         # Re-read what the destination actually stored: a flaky mount can accept writes and keep garbage.
-        written = sha256_file(tmp)
+        written = file_digest(tmp)
         if written != expected:
             raise ChecksumError(f"{dst}: copy has {written}, expected {expected}", side="destination")
         os.replace(tmp, dst)

@@ -58,7 +58,7 @@ import torch
 from kpop_helpers.checkpoints.atomic import (
     MANIFEST_NAME, SIDECAR_FORMAT, CheckpointInfo, ChecksumError, SourceFileError, atomic_torch_save,
     atomic_write_bytes, atomic_write_json, best_checkpoint, checkpoint_name, copy_verified, delete_checkpoint,
-    read_sidecar, remove_stale_temp_files, scan_checkpoints, sha256_file, sidecar_path, split_retention,
+    read_sidecar, remove_stale_temp_files, scan_checkpoints, file_digest, sidecar_path, split_retention,
 )
 from kpop_helpers.checkpoints.state import (
     StagingBuffers, capture_rng_state, decode_state, encode_state, scrub_secrets,
@@ -164,7 +164,7 @@ class CheckpointManager:
         """The file work of a save: payload, verification, sidecar, manifest, pruning, Drive request."""
         started = time.perf_counter()
         digest = atomic_torch_save(payload, final)
-        if self.verify_writes and sha256_file(final) != digest:
+        if self.verify_writes and file_digest(final) != digest:
             raise OSError(f"{final}: the bytes on disk differ from the bytes written (failing disk?); "
                           "older checkpoints were kept")
         sidecar = {"format": SIDECAR_FORMAT, "version": FORMAT_VERSION, "file": final.name,
@@ -296,7 +296,7 @@ class CheckpointManager:
             warnings.warn(f"{path}: no sidecar, so its sha256 cannot be checked; loading it anyway", stacklevel=3)
         else:
             try:
-                actual = sha256_file(path)
+                actual = file_digest(path)
             except OSError as exc:
                 raise DataError(f"cannot read checkpoint: {exc}", path=path) from exc
             if actual.size != sidecar.get("size"):

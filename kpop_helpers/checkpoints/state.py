@@ -36,7 +36,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from kpop_helpers.checkpoints.atomic import atomic_write_bytes, atomic_write_json, json_safe, sha256_file
+from kpop_helpers.checkpoints.atomic import atomic_write_bytes, atomic_write_json, json_safe, file_digest
 from kpop_helpers.data.clip import DataError
 
 _MARK = "__kpop__"
@@ -333,7 +333,7 @@ def load_exported_weights(path: str | Path, device: str = "cpu") -> ExportedWeig
     beside = path.with_suffix(".json")
     if beside.is_file():
         expected = json.loads(beside.read_text(encoding="utf-8")).get("sha256")
-        actual = sha256_file(path).sha256
+        actual = file_digest(path).sha256
         if expected and actual != expected:
             raise DataError("weights file does not match its JSON (corrupted or replaced)", path=path,
                             field="sha256", expected=f"{expected[:16]}...")
