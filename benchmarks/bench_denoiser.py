@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from kpop_helpers.diffusion import GaussianDiffusion, cfg_model_fn
 from kpop_helpers.generate import sampling_diffusion
+from kpop_helpers.bench.protocol import cpu_info
 from kpop_helpers.model import MDM, get_preset
 from kpop_helpers.utils import atomic_write_text
 
@@ -64,18 +65,10 @@ def percentiles(values: list[float]) -> tuple[float, float]:
 
 def system_info() -> dict:
     """CPU model and SIMD flags, core count, torch/numpy/python versions."""
-    cpu_model, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and cpu_model in ("unknown", "", "x86_64"):
-                cpu_model = value.strip()
-            elif key.strip() in ("flags", "Features") and not flags:
-                flags = set(value.split())
-    except OSError:  # not Linux: keep platform.processor()
-        pass
+    cpu = cpu_info()
+    flags = set(cpu["flags"])
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu["model"],
         "cpu_flags": [f for f in SIMD_FLAGS if f in flags],
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "logical_cpus": os.cpu_count(),

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kpop_helpers.bench.protocol import cpu_info
 from kpop_helpers.compress import (
     GenerationSetup, compressed_size_bytes, count_parameters, few_step_errors, generate_joints, measure_variant,
     prune_model, quantize_onnx_int8, quantize_torch_int8, torch_state_size_bytes,
@@ -75,13 +76,8 @@ SMOKE = Settings(preset="tiny", frames=40, threads=[1], warmup=1, repeats=2, edg
 
 def machine() -> dict[str, Any]:
     """CPU model, SIMD flags that matter for int8, core count and load (other processes share the cores)."""
-    flags, model = set(), platform.processor()
-    if Path("/proc/cpuinfo").is_file():
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-            elif line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
+    cpu = cpu_info()
+    flags, model = set(cpu["flags"]), cpu["model"]
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
     return {"cpu": model, "logical_cpus": os.cpu_count(), "simd": [f for f in wanted if f in flags],
             "load_average_start": list(os.getloadavg()), "torch": torch.__version__,
