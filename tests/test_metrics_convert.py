@@ -140,6 +140,8 @@ def test_dance_quality_copies_vs_noisy(reference_set):
     assert abs(exact["fid_k"]) < 1e-3 and abs(exact["fid_g"]) < 1e-3
     assert noisy["fid_k"] > 1.0 + exact["fid_k"]
     assert exact["div_k"] == pytest.approx(exact["div_k_gt"], rel=1e-5)
+    assert exact["pfc"] == pytest.approx(exact["pfc_gt"], rel=1e-6)  # the real set's own PFC
+    assert noisy["pfc_gt"] == exact["pfc_gt"] and noisy["pfc"] != noisy["pfc_gt"]
     assert noisy["jitter"] > exact["jitter"]
     corrected = dance_quality(noisy_set, reference_set, fps=20.0, mode="corrected", progress=False)
     assert corrected["fid_k"] > 0 and corrected["fid_k"] != noisy["fid_k"]

@@ -155,8 +155,9 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines += ["", "## Quality", ""] + _table(per_variant, QUALITY_COLUMNS, refs)
     real = next((r for r in rows if _num(r, "div_k_gt") is not None), None)
     if real is not None:
-        lines += ["", f"The reference set itself: Div_k {_fmt(real.get('div_k_gt'))}, Div_g {_fmt(real.get('div_g_gt'))} "
-                      "(a variant's Div close to these and a low FID mean dances like the real ones)."]
+        lines += ["", f"The reference set itself: Div_k {_fmt(real.get('div_k_gt'))}, Div_g {_fmt(real.get('div_g_gt'))}, "
+                      f"PFC {_fmt(real.get('pfc_gt'))} (a variant's Div close to these, a low FID and a PFC near the "
+                      "real one mean dances like the real ones)."]
     return "\n".join(lines) + "\n"
 
 

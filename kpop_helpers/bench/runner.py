@@ -27,7 +27,7 @@ from kpop_helpers.utils import atomic_write_text
 logger = logging.getLogger(__name__)
 
 QUALITY_FIELDS = ("fid_k", "fid_g", "div_k", "div_g", "pfc", "foot_skating", "jitter", "bone_drift", "div_k_gt",
-                  "div_g_gt")
+                  "div_g_gt", "pfc_gt")
 # The fields of docs/design.md "Benchmark result row", in that order; extra fields follow them.
 ROW_FIELDS = ("variant", "runtime", "precision", "pruning", "sampler", "steps", "threads", "batch", "file_size_mb",
               "params", "step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mb", "fidelity_mm",

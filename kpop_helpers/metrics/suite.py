@@ -41,7 +41,7 @@ def _mean_of(values: list[float]) -> float:
 def dance_quality(generated: Sequence[np.ndarray], reference: Sequence[np.ndarray], fps: float = 20.0,
                   mode: Mode = "compat", *, music_beat_times: Sequence[np.ndarray] | None = None,
                   allow_small: bool = False, progress: bool = True) -> dict:
-    """FID_k/FID_g/Div_k/Div_g vs a reference set, PFC, foot skating, jitter and bone drift of generated dances.
+    """FID_k/FID_g/Div_k/Div_g vs a reference set, PFC (and the reference set's pfc_gt), foot skating, jitter, bone drift.
 
     Inputs are our T2M-22 joints [T, 22, 3] (y up, metres) at `fps`. They go through
     `to_aist_convention` (SMPL-24, 60 fps) for the features and `to_edge_convention` (z up, 30 fps) for
@@ -73,6 +73,8 @@ def dance_quality(generated: Sequence[np.ndarray], reference: Sequence[np.ndarra
         result.update(quantized_metrics(kin[:n], geo[:n], kin[n:], geo[n:], mode=mode))
 
     result["pfc"] = physical_foot_contact([to_edge_convention(g, fps) for g in gen], mode=mode, fps=EDGE_FPS)
+    # The real set's own PFC: the floor a generator should approach (as div_*_gt is for diversity).
+    result["pfc_gt"] = physical_foot_contact([to_edge_convention(r, fps) for r in ref], mode=mode, fps=EDGE_FPS)
     result["foot_skating"] = _mean_of([float(foot_skating_ratio(g, fps)) for g in gen])
     result["jitter"] = _mean_of([float(jitter(g, fps)) for g in gen])
     result["bone_drift"] = _mean_of([float(bone_length_drift(g)) for g in gen])
