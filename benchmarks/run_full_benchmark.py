@@ -1,16 +1,17 @@
 """The full benchmark of the official-size MDM architecture on this CPU, from nothing to benchmarks/results/.
 
-    .venv/bin/python benchmarks/run_full_benchmark.py [--work /tmp/kpop_full] [--train-minutes 10]
+    .venv/bin/python benchmarks/run_full_benchmark.py [--work /tmp/kpop_full] [--train-steps 3000]
 
 1. the synthetic sample data (python -m kpop_helpers.data.sample) unless data/sample/ exists;
-2. a short training of PRESETS["humanml_trans_enc_512"] with the MiniLM encoder: a few timed steps first,
-   then as many steps as fit in --train-minutes (so the quality numbers come from a model that has seen data);
+2. training of PRESETS["humanml_trans_enc_512"] with the MiniLM encoder to --train-steps, resumed from the
+   work folder's checkpoints when an earlier run was interrupted (or reused when it already got there), so
+   the quality numbers come from a model that has learned the data, not from a few hundred steps;
 3. three export folders from the same weights (each edge_config allows one quantisation backend and one
    pruning kind): ORT int8 + fp16 + FFN pruning + TorchScript + torch.export; torch int8 + unstructured
-   pruning; width pruning;
-4. `python -m kpop_helpers.bench` over all of it, threads 1 and 2. The number of quality prompts is chosen
-   from the measured guided step time so that the 1000-step reference procedure's samples fit
-   --reference-minutes (8 prompts at about 105 ms per step).
+   pruning; width pruning. Structured pruning gets its recovery fine-tune on the training clips;
+4. `python -m kpop_helpers.bench` over all of it, threads 1 and 2, every artifact with each of
+   --artifact-samplers. The number of quality prompts is chosen from the measured guided step time so that
+   the 1000-step reference procedure's samples fit --reference-minutes.
 
 Every choice (steps, step time, prompts) is written to <out>/full_run.json and into the protocol notes.
 """
@@ -43,60 +44,67 @@ def build_data(data_dir: Path) -> dict:
     return {"data": str(data_dir), "built": True, "clips": summary["num_clips"]}
 
 
-def train(data_dir: Path, out: Path, minutes: float, max_steps: int, batch_size: int) -> dict:
-    """Train the official-size architecture for as many steps as fit in `minutes`; returns what it did."""
+def train(data_dir: Path, out: Path, steps: int, batch_size: int) -> dict:
+    """Train the official-size architecture to `steps` (resuming an interrupted run); returns what it did."""
     from kpop_helpers.train import TrainConfig, Trainer
 
     weights = out / "model_ema.safetensors"
-    if weights.is_file():
-        return {"weights": str(weights), "reused": True}
-    # EMA 0.99 (not MDM's 0.9999): after a few hundred steps a slower average would still be mostly the
-    # random initialisation, and the exported (EMA) weights would be untrained.
+    meta = out / "model_ema.json"
+    if weights.is_file() and meta.is_file():
+        trained = json.loads(meta.read_text()).get("metadata", {}).get("step", 0)
+        if trained >= steps:
+            return {"weights": str(weights), "steps": trained, "reused": True, **_latest_metrics(out)}
+    # EMA 0.99 (not MDM's 0.9999): after a few thousand steps a slower average would still be mostly the
+    # random initialisation, and the exported (EMA) weights would be undertrained.
     cfg = TrainConfig(data=str(data_dir / "train.npz"), val_data=str(data_dir / "val.npz"), out=str(out),
-                      preset="humanml_trans_enc_512", text_encoder="minilm", steps=max_steps, batch_size=batch_size,
-                      lr=2e-4, warmup_steps=20, ema_decay=0.99, eval_every=10_000, save_every=10_000,
-                      sample_prompts=(), wandb="off", resume="none", seed=0)
+                      preset="humanml_trans_enc_512", text_encoder="minilm", steps=steps, batch_size=batch_size,
+                      lr=2e-4, warmup_steps=20, ema_decay=0.99, eval_every=500, save_every=500,
+                      sample_prompts=(), wandb="off", resume="auto", seed=0)
     trainer = Trainer(cfg, progress=True)
-    probe = 4
-    times = []
-    for step in range(probe):
-        start = time.perf_counter()
-        trainer.train_step(step)
-        times.append(time.perf_counter() - start)
-    trainer.step = probe
-    step_s = float(np.median(times[1:]))  # the first step pays for allocations
-    steps = int(min(max_steps, max(probe + 1, math.floor(minutes * 60 / step_s))))
-    trainer.cfg.steps = steps
-    trainer.cfg.save_every = trainer.cfg.eval_every = steps
-    logger.info("training: %.2f s per step (batch %d) -> %d steps", step_s, trainer.batch_size, steps)
+    resumed_from = trainer.step
+    logger.info("training to step %d (from step %d, batch %d)", steps, resumed_from, trainer.batch_size)
     start = time.perf_counter()
     result = trainer.train()
-    return {"weights": result.weights, "steps": steps, "step_s": step_s, "batch_size": trainer.batch_size,
-            "train_loss": result.train_loss, "val_loss": result.val_loss, "seconds": time.perf_counter() - start,
+    seconds = time.perf_counter() - start
+    return {"weights": result.weights, "steps": steps, "resumed_from": resumed_from,
+            "step_s": seconds / max(1, steps - resumed_from), "batch_size": trainer.batch_size,
+            "train_loss": result.train_loss, "val_loss": result.val_loss, "seconds": seconds,
             "params": trainer.bare_model.num_parameters()}
+
+
+def _latest_metrics(out: Path) -> dict:
+    """Losses of the newest checkpoint in a training folder (its sidecar), so a reused model is still described."""
+    manifest = out / "latest.json"
+    if not manifest.is_file():
+        return {}
+    latest = json.loads(manifest.read_text()).get("latest") or {}
+    sidecar = out / Path(latest.get("file", "")).with_suffix(".json").name
+    metrics = json.loads(sidecar.read_text()).get("metrics", {}) if sidecar.is_file() else {}
+    return {k: metrics[k] for k in ("train_loss", "val_loss") if k in metrics}
 
 
 EXPORTS = {
     # one quantisation backend and one pruning kind per edge_config
     "export_ort": {"optimization": {"quantization": {"backend": "onnxruntime", "fp16": True},
-                                    "pruning": {"kind": "ffn", "sparsity": 0.3, "recovery_steps": 0}},
+                                    "pruning": {"kind": "ffn", "sparsity": 0.3, "recovery_steps": 150}},
                    "export": {"formats": ["onnx", "torchscript", "torch_export"], "text_encoder": "none"}},
     "export_torch": {"optimization": {"quantization": {"backend": "torch", "fp16": False},
                                       "pruning": {"kind": "unstructured", "sparsity": 0.3}},
                      "export": {"formats": ["onnx"], "text_encoder": "none"}},
     "export_width": {"optimization": {"quantization": {"enabled": False, "fp16": False},
-                                      "pruning": {"kind": "width", "sparsity": 0.25, "recovery_steps": 0}},
+                                      "pruning": {"kind": "width", "sparsity": 0.25, "recovery_steps": 300}},
                      "export": {"formats": ["onnx"], "text_encoder": "none"}},
 }
 
 
-def export(weights: Path, work: Path) -> dict:
-    """The three export folders (reused when their manifest exists)."""
-    import warnings
-
+def export(weights: Path, work: Path, data_dir: Path, batch_size: int) -> dict:
+    """The three export folders (reused when their manifest exists); pruned models recover on the training clips."""
     from kpop_helpers.config import EdgeConfig
     from kpop_helpers.export import ModelExporter
+    from kpop_helpers.train import TrainConfig
 
+    recovery = TrainConfig(data=str(data_dir / "train.npz"), val_data=str(data_dir / "val.npz"),
+                           batch_size=batch_size, lr=1e-4, warmup_steps=10, seed=0)
     done = {}
     for name, raw in EXPORTS.items():
         folder = work / name
@@ -104,9 +112,7 @@ def export(weights: Path, work: Path) -> dict:
             edge_path = work / f"{name}.edge_config.json"
             EdgeConfig.from_dict({**raw, "sampling": {"sampler": "ddim", "steps": 10}}).save(edge_path)
             start = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # "no recovery data": recovery_steps is 0 on purpose
-                ModelExporter(weights, edge_path, progress=True).export_all(folder)
+            ModelExporter(weights, edge_path, train_config=recovery, progress=True).export_all(folder)
             logger.info("%s exported in %.0f s", name, time.perf_counter() - start)
         manifest = json.loads((folder / "manifest.json").read_text())
         done[name] = {"folder": str(folder), "variants": sorted(manifest["variants"]),
@@ -141,13 +147,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default="/tmp/kpop_full", help="training run, exports and bench work files")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     p.add_argument("--data", default=str(REPO / "data" / "sample"))
-    p.add_argument("--train-minutes", type=float, default=9.0)
-    p.add_argument("--max-train-steps", type=int, default=400)
+    p.add_argument("--train-steps", type=int, default=3000, help="training steps of the benchmarked model")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--reference-minutes", type=float, default=14.0,
+    p.add_argument("--reference-minutes", type=float, default=22.0,
                    help="time allowed for the reference procedure's quality samples (sizes the prompt count)")
     p.add_argument("--min-prompts", type=int, default=4)
-    p.add_argument("--max-prompts", type=int, default=8)
+    p.add_argument("--max-prompts", type=int, default=16)
+    p.add_argument("--eager-samplers", nargs="+", default=["ddim50", "ddim20", "ddim10", "ddpm20", "ddpm10"],
+                   help="samplers of the fp32 eager model besides the 1000-step reference")
+    p.add_argument("--artifact-samplers", nargs="+", default=["ddim10", "ddpm10", "ddpm20"],
+                   help="sampler(s) every exported artifact runs")
     p.add_argument("--timed-steps", type=int, default=12, help="timed steps per latency measurement")
     p.add_argument("--warmup-steps", type=int, default=2)
     p.add_argument("--resume", action="store_true", help="resume an interrupted benchmark stage")
@@ -170,10 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         logger.info("%s: %s", name, value)
 
     note("data", build_data(Path(args.data)))
-    trained = train(Path(args.data), work / "train", args.train_minutes, args.max_train_steps, args.batch_size)
+    trained = train(Path(args.data), work / "train", args.train_steps, args.batch_size)
     note("train", trained)
     weights = Path(trained["weights"])
-    note("export", export(weights, work))
+    note("export", export(weights, work, Path(args.data), args.batch_size))
 
     # The reference's quality samples (all prompts in one guided batch, 1000 steps) dominate the run.
     steps = 1000
@@ -190,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     config = BenchConfig(out=str(out), model=str(weights), export_dirs=tuple(str(work / n) for n in EXPORTS),
                          work_dir=str(work / "bench"), reference_data=str(Path(args.data) / "val.npz"),
                          prompts=DEFAULT_PROMPTS[:prompts], threads=(1, 2), max_gen_seconds=30.0, resume=args.resume,
+                         eager_samplers=tuple(args.eager_samplers), artifact_samplers=tuple(args.artifact_samplers),
                          timed_steps=args.timed_steps, warmup_steps=args.warmup_steps, compare=args.compare,
                          notes=json.dumps({k: record[k] for k in ("train", "sizing")}, default=str))
     results = run_benchmark(config)
