@@ -170,3 +170,23 @@ def test_noise_is_per_sample_deterministic_and_read_step_by_step(tmp_path):
         reader[4]
     with pytest.raises(DataError, match="outside"):
         StepNoise(tmp_path / "a.npy", samples=3, steps=4)
+
+
+def test_quality_noise_script_scores_every_seed(smoke, tmp_path):
+    """benchmarks/bench_quality_noise.py on the smoke run's tiny model: one score set per seed and a spread."""
+    out, _ = smoke
+    model = out / ".work" / "smoke_model" / "model.safetensors"
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_quality_noise.py"), "--model", str(model),
+                           "--samplers", "ddim4", "ddpm4", "--prompts", "3", "--seeds", "2", "--frames", "40",
+                           "--threads", "1", "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "quality_noise.json").read_text())
+    assert [s["sampler"] for s in result["samplers"]] == ["ddim4", "ddpm4"]
+    for entry in result["samplers"]:
+        assert [row["seed"] for row in entry["per_seed"]] == result["settings"]["seeds"]
+        fid = [row["fid_k"] for row in entry["per_seed"]]
+        assert all(math.isfinite(v) and v >= 0 for v in fid) and fid[0] != fid[1]  # other noise, other dances
+        summary = entry["summary"]["fid_k"]
+        assert summary["min"] <= summary["mean"] <= summary["max"] and summary["std"] > 0
+    assert "| ddpm4 | pfc |" in (tmp_path / "quality_noise.md").read_text()
