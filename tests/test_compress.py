@@ -20,18 +20,12 @@ from kpop_helpers.export import export_onnx_file, onnx_runner, parity_inputs, re
 from kpop_helpers.model import MDM, load_mdm, save_mdm
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread(one_torch_thread):
-    yield
-
-
-def _tiny(seed: int = 0) -> MDM:
-    return tiny_mdm(seed)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # module-scoped: one thread for the whole file
 
 
 @pytest.fixture(scope="module")
 def tiny() -> MDM:
-    return _tiny()
+    return tiny_mdm()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +58,7 @@ def test_int8_default_settings_keep_error_low(tmp_path, tiny, tiny_onnx):
 def skewed_onnx(tmp_path_factory):
     """A function-preserving reparametrisation that per-tensor int8 cannot represent: q x30, k /30, v /30 with
     out_proj x30. Outputs are unchanged, but one scale per in_proj matrix rounds k and v to almost nothing."""
-    model = _tiny()
+    model = tiny_mdm()
     reference = copy.deepcopy(model)
     d = model.cfg.latent_dim
     with torch.no_grad():
@@ -173,7 +167,7 @@ def test_structured_pruning_shrinks_runs_reloads_and_exports(tmp_path, tiny, kin
 
 def test_ffn_pruning_removes_exactly_the_dead_channels():
     """Channels whose linear2 column is zero contribute nothing; importance must pick them, output unchanged."""
-    model = _tiny(1)
+    model = tiny_mdm(1)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for layer in model.seqTransEncoder.layers:
@@ -184,7 +178,7 @@ def test_ffn_pruning_removes_exactly_the_dead_channels():
 
 
 def test_width_pruning_by_zero_is_the_identity():
-    model = _tiny(2)
+    model = tiny_mdm(2)
     pruned, _ = prune_width(model, 0.0)
     assert _max_abs(model, pruned, model.cfg) == 0.0
 
@@ -195,7 +189,7 @@ def test_recovery_finetune_uses_the_trainer(tmp_path):
     from kpop_helpers.train import TrainConfig
 
     save_npz(tmp_path / "train.npz", generate_sample_clips(8, seed=1))
-    model = _tiny(3)
+    model = tiny_mdm(3)
     pruned, _ = prune_ffn(model, 0.3)
     before = {k: v.clone() for k, v in pruned.state_dict().items()}
     cfg = TrainConfig(data=str(tmp_path / "train.npz"), out=str(tmp_path / "run"), batch_size=4, seed=0)

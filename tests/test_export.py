@@ -30,13 +30,7 @@ EXPECTED_FILES = ("model.onnx", "model_int8.onnx", "model_fp16.onnx", "model_scr
                   "Mean.npy", "Std.npy", "manifest.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread(one_torch_thread):
-    yield
-
-
-def _tiny(seed: int = 0) -> MDM:
-    return tiny_mdm(seed)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # module-scoped: one thread for the whole file
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +40,7 @@ def exported(tmp_path_factory) -> tuple[Path, Path, dict]:
     from kpop_helpers.data.sample import generate_sample_clips
 
     tmp = tmp_path_factory.mktemp("export")
-    weights = save_mdm(_tiny(), tmp / "weights" / "model.safetensors")
+    weights = save_mdm(tiny_mdm(), tmp / "weights" / "model.safetensors")
     save_npz(tmp / "train.npz", generate_sample_clips(8, seed=2))
     EdgeConfig.from_dict({
         "optimization": {"quantization": {"enabled": True, "fp16": True},
@@ -128,7 +122,7 @@ def test_onnx_text_encoder_matches_the_torch_encoder(exported):
 def test_failed_parity_writes_nothing(tmp_path):
     """A tolerance no runtime can meet: the export fails with the numbers and leaves no file behind."""
     with pytest.raises(ParityError, match=r"max abs .* \(tolerance 0\.0e\+00\).*B=3 T=196") as info:
-        export_onnx_file(_tiny(), tmp_path / "model.onnx", atol=0.0)
+        export_onnx_file(tiny_mdm(), tmp_path / "model.onnx", atol=0.0)
     assert info.value.report.max_abs > 0
     assert list(tmp_path.iterdir()) == []
 
@@ -148,7 +142,7 @@ def test_official_size_preset_exports_with_parity(tmp_path):
 def test_exporter_loads_our_checkpoint_and_weight_formats(tmp_path):
     from kpop_helpers.checkpoints import CheckpointManager, export_weights
 
-    model = _tiny(4)
+    model = tiny_mdm(4)
     ema = {k: v + 0.01 for k, v in model.state_dict().items()}
     manager = CheckpointManager(tmp_path / "ckpt", google_drive_sync=False)
     stats = {"mean": torch.from_numpy(model.stats.mean), "std": torch.from_numpy(model.stats.std)}
@@ -170,12 +164,12 @@ def test_cli_and_api_report_bad_input(tmp_path, capsys):
 
     assert main(["--model-path", str(tmp_path / "missing.safetensors"), "--output-dir", str(tmp_path / "o")]) == 2
     assert "file not found" in capsys.readouterr().err
-    model = _tiny()
+    model = tiny_mdm()
     model.stats = None
     with pytest.raises(DataError, match="normalisation statistics"):
         ModelExporter(None, None, model=model, progress=False).export_all(tmp_path / "o", ["onnx"])
     with pytest.raises(DataError, match="unknown formats"):
-        ModelExporter(None, None, model=_tiny(), progress=False).export_all(tmp_path / "o", ["tflite"])
+        ModelExporter(None, None, model=tiny_mdm(), progress=False).export_all(tmp_path / "o", ["tflite"])
 
 
 def test_torch_int8_backend_writes_a_torchscript_variant(tmp_path):
@@ -185,7 +179,7 @@ def test_torch_int8_backend_writes_a_torchscript_variant(tmp_path):
                          "pruning": {"enabled": False}},
         "export": {"formats": ["torchscript"], "text_encoder": "none"},
     }).save(tmp_path / "edge_config.json")
-    manifest = ModelExporter(None, tmp_path / "edge_config.json", model=_tiny(), threads=1,
+    manifest = ModelExporter(None, tmp_path / "edge_config.json", model=tiny_mdm(), threads=1,
                              progress=False).export_all(tmp_path / "out")
     assert set(manifest["variants"]) == {"torch_int8", "torchscript"} and manifest["text_encoder"]["mode"] == "none"
     entry = manifest["variants"]["torch_int8"]
@@ -193,5 +187,5 @@ def test_torch_int8_backend_writes_a_torchscript_variant(tmp_path):
     assert "seqTransEncoder.layers.0.self_attn.in_proj_weight" in entry["coverage"]["fp32_layers"]
     assert entry["error"]["denoiser_rel_rms"] < 0.05
     runner = torchscript_runner(tmp_path / "out" / entry["file"])
-    x = parity_inputs(_tiny().cfg)[3]
-    assert relative_rms(torch_runner(_tiny())(*x), runner(*x)) < 0.05
+    x = parity_inputs(tiny_mdm().cfg)[3]
+    assert relative_rms(torch_runner(tiny_mdm())(*x), runner(*x)) < 0.05
