@@ -190,3 +190,76 @@ def test_quality_noise_script_scores_every_seed(smoke, tmp_path):
         summary = entry["summary"]["fid_k"]
         assert summary["min"] <= summary["mean"] <= summary["max"] and summary["std"] > 0
     assert "| ddpm4 | pfc |" in (tmp_path / "quality_noise.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def two_draws(smoke, tmp_path_factory) -> tuple[Path, dict]:
+    """The smoke setting with two noise draws, fp32 eager and the ORT variants only."""
+    out = tmp_path_factory.mktemp("bench_draws") / "results"
+    _bench("--smoke", "--draws", "2", "--only", "fp32", "ort_", "--threads", "1", "--batches", "2",
+           "--out", str(out))
+    return out, json.loads((out / "results.json").read_text())
+
+
+def test_draws_pool_quality_over_noise_draws(smoke, two_draws):
+    out, results = two_draws
+    assert results["protocol"]["draws"] == 2 and len(results["protocol"]["draw_digests"]) == 2
+    # Draw 0 is the one-draw run's sample set: same noise, same digest, same dances.
+    assert results["protocol"]["draw_digests"][0] == smoke[1]["protocol"]["inputs_sha256"]
+    def joints(path: Path) -> np.ndarray:
+        with np.load(path) as data:
+            return data["joints"]
+
+    first = joints(out / ".work" / "samples" / "fp32_ddim4.npz")
+    np.testing.assert_allclose(first, joints(smoke[0] / ".work" / "samples" / "fp32_ddim4.npz"), atol=1e-5)
+    second = joints(out / ".work" / "samples" / "fp32_ddim4_draw1.npz")
+    assert second.shape == (3, 40, 22, 3) and not np.allclose(second, first)  # fresh noise, other dances
+    for row in results["rows"]:
+        assert row["error"] is None and row["n_draws"] == 2 and row["n_samples"] == 6, row["key"]
+        assert len(row["per_draw"]) == 2
+        for field in ("fid_k", "pfc", "div_k"):
+            values = [d[field] for d in row["per_draw"]]
+            assert row[field] == pytest.approx(np.mean(values))
+            assert row[f"{field}_sd"] == pytest.approx(np.std(values, ddof=1))
+        assert row["fidelity_draws"] == 2
+        if row["runtime"] == "torch":
+            assert row["fidelity_mm"] == 0
+    table = (out / "results.md").read_text()
+    assert "2 noise draws" in table and " ± " in table
+
+
+def test_draws_resume_regenerates_only_missing_draws(two_draws, tmp_path):
+    import shutil
+
+    out, results = two_draws
+    copy_dir = tmp_path / "results"
+    shutil.copytree(out, copy_dir)
+    work = copy_dir / ".work"
+    (work / "samples" / "ort_int8_ddim4_draw1.npz").unlink()
+    (work / "quality" / "ort_int8_ddim4.json").unlink()
+    partial = copy.deepcopy(results)
+    partial["rows"] = [r for r in partial["rows"] if r["variant"] != "ort_int8_ddim4"]
+    (copy_dir / "results.json").write_text(json.dumps(partial))
+    _bench("--smoke", "--draws", "2", "--only", "fp32", "ort_", "--threads", "1", "--batches", "2",
+           "--out", str(copy_dir), "--resume")
+    resumed = {r["key"]: r for r in json.loads((copy_dir / "results.json").read_text())["rows"]}
+    row = resumed["ort_int8_ddim4|t1|b2"]
+    assert row["quality_draws_reused"] == 1  # draw 0 was on disk; only draw 1 was generated again
+    before = next(r for r in results["rows"] if r["key"] == "ort_int8_ddim4|t1|b2")
+    assert row["fid_k"] == pytest.approx(before["fid_k"], rel=1e-4)
+
+
+def test_target_check_reports_the_noise_band():
+    from kpop_helpers.bench.report import relative_noise
+
+    ref = {"variant": "fp32_ddpm1000", "is_reference": True, "threads": 2, "batch": 2, "gen_time_s": 105.0,
+           "fid_k": 20.0, "fid_k_sd": 4.0, "pfc": 1.0, "pfc_sd": 0.2, "n_draws": 4}
+    fast = {"variant": "v", "threads": 2, "batch": 2, "gen_time_s": 0.5, "fid_k": 25.0, "fid_k_sd": 5.0, "pfc": 1.0,
+            "pfc_sd": 0.2, "n_draws": 4}
+    noise = relative_noise(fast, ref, "fid_k")
+    assert noise == pytest.approx(1.25 * math.sqrt(2 * 0.2 ** 2 / 4))
+    ok, why = target_check(fast, {(2, 2): ref})
+    assert not ok and why == f"FID_k +25% ±{100 * noise:.0f}% noise"
+    assert relative_noise({**fast, "n_draws": 1}, ref, "fid_k") is None
+    with pytest.raises(DataError, match="draws"):
+        BenchConfig(draws=0)

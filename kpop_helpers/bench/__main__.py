@@ -27,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="frames per dance (default 196 = 9.8 s)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 2.5)")
     p.add_argument("--seed", type=int, help="noise seed (default 0)")
+    p.add_argument("--draws", type=int, help="noise draws of the quality set (default 1); scores are the mean "
+                                             "over draws with their spread")
     p.add_argument("--eager-samplers", nargs="*", help="fp32 eager samplers besides the DDPM reference "
                                                         "(default ddim50 ddim20 ddim10)")
     p.add_argument("--artifact-samplers", nargs="+", help="sampler(s) for every export artifact (default ddim10)")
@@ -52,7 +54,8 @@ def config_from_args(argv: list[str] | None = None) -> tuple[BenchConfig, argpar
     values = {
         "out": args.out, "export_dirs": args.export_dir, "model": args.model, "work_dir": args.work_dir,
         "reference_data": args.reference_data, "threads": args.threads, "batches": args.batches,
-        "frames": args.frames, "guidance": args.guidance, "seed": args.seed, "eager_samplers": args.eager_samplers,
+        "frames": args.frames, "guidance": args.guidance, "seed": args.seed, "draws": args.draws,
+        "eager_samplers": args.eager_samplers,
         "artifact_samplers": args.artifact_samplers, "warmup_steps": args.warmup_steps,
         "timed_steps": args.timed_steps, "max_gen_seconds": args.max_gen_seconds, "metrics_mode": args.metrics_mode,
         "only": args.only, "skip": args.skip, "compare": args.compare, "resume": args.resume,

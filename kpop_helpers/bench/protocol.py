@@ -61,6 +61,9 @@ class BenchConfig:
     frames: int = 196
     guidance: float = 2.5
     seed: int = 0
+    # Noise draws of the quality set: each draw is one dance per prompt with fresh noise; scores are the mean over
+    # draws with their spread, so a quality target can be judged against sampling noise (see docs/metrics.md).
+    draws: int = 1
     threads: tuple[int, ...] = (1, 2)
     batches: tuple[int, ...] = (1, 2)
     eager_samplers: tuple[str, ...] = ("ddim50", "ddim20", "ddim10")  # fp32 eager besides the DDPM reference
@@ -90,7 +93,7 @@ class BenchConfig:
 
         if not self.prompts or not all(isinstance(p, str) and p.strip() for p in self.prompts):
             raise bad("prompts", self.prompts, "a non-empty list of non-empty prompts")
-        for name in ("frames", "warmup_steps", "timed_steps"):
+        for name in ("frames", "warmup_steps", "timed_steps", "draws"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "warmup_steps" else 1):
                 raise bad(name, value, "a positive integer")
@@ -112,8 +115,13 @@ class BenchConfig:
 
     @property
     def num_samples(self) -> int:
-        """Dances generated per variant for quality and fidelity (one per prompt)."""
+        """Dances per draw of the quality set (one per prompt)."""
         return len(self.prompts)
+
+    @property
+    def total_samples(self) -> int:
+        """Dances generated per variant over all draws; sample d * prompts + p is prompt p of draw d."""
+        return len(self.prompts) * self.draws
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict of every field."""
@@ -217,14 +225,21 @@ def environment() -> dict[str, Any]:
 class BenchInputs:
     """The arrays every worker reads: text embeddings, noise and the de-normalisation statistics."""
 
-    text_emb: np.ndarray  # [N, D] float32
-    initial_noise: np.ndarray  # [N, 263, 1, frames] float32
+    text_emb: np.ndarray  # [P, D] float32, one row per prompt
+    initial_noise: np.ndarray  # [P * draws, 263, 1, frames] float32
     mean: np.ndarray  # [263]
     std: np.ndarray  # [263]
     inputs_path: Path
-    step_noise_path: Path  # [N, max_steps, 263, 1, frames] float32 .npy
+    step_noise_path: Path  # [P * draws, max_steps, 263, 1, frames] float32 .npy
     digest: str = ""
+    draw_digests: list[str] = field(default_factory=list)  # per draw; draw 0's equals `digest` of a 1-draw run
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def inputs_digest(text_emb: np.ndarray, initial_noise: np.ndarray, mean: np.ndarray, std: np.ndarray) -> str:
+    """sha256 of the arrays a set of dances depends on (besides the model and the per-step noise seed)."""
+    arrays = (text_emb, initial_noise, mean, std)
+    return hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays)).hexdigest()
 
 
 def draw_noise(seed: int, num_samples: int, frames: int, max_steps: int, step_noise_path: Path,
@@ -263,14 +278,15 @@ def prepare_inputs(config: BenchConfig, work_dir: Path, text_emb: np.ndarray, me
 
     work_dir.mkdir(parents=True, exist_ok=True)
     step_noise_path = work_dir / "step_noise.npy"
-    meta = {"seed": config.seed, "num_samples": config.num_samples, "frames": config.frames, "max_steps": max_steps}
+    total = config.total_samples
+    meta = {"seed": config.seed, "num_samples": total, "frames": config.frames, "max_steps": max_steps}
     meta_path = work_dir / "noise_meta.json"
     reuse = (step_noise_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta)
     if reuse:
         initial = np.stack([np.random.default_rng([config.seed, i]).standard_normal(
-            (NUM_FEATURES, 1, config.frames), dtype=np.float32) for i in range(config.num_samples)])
+            (NUM_FEATURES, 1, config.frames), dtype=np.float32) for i in range(total)])
     else:
-        initial = draw_noise(config.seed, config.num_samples, config.frames, max_steps, step_noise_path,
+        initial = draw_noise(config.seed, total, config.frames, max_steps, step_noise_path,
                              config.progress)
         atomic_write_bytes(meta_path, json.dumps(meta).encode())
     arrays = {"text_emb": np.asarray(text_emb, np.float32), "initial_noise": initial,
@@ -279,9 +295,12 @@ def prepare_inputs(config: BenchConfig, work_dir: Path, text_emb: np.ndarray, me
     np.savez(buffer, **arrays)
     inputs_path = work_dir / "inputs.npz"
     atomic_write_bytes(inputs_path, buffer.getvalue())
-    digest = hashlib.sha256(b"".join(np.ascontiguousarray(a).tobytes() for a in arrays.values())).hexdigest()
+    prompts = config.num_samples
+    draw_digests = [inputs_digest(arrays["text_emb"], initial[d * prompts:(d + 1) * prompts], arrays["mean"],
+                                  arrays["std"]) for d in range(config.draws)]
     return BenchInputs(text_emb=arrays["text_emb"], initial_noise=initial, mean=arrays["mean"], std=arrays["std"],
-                       inputs_path=inputs_path, step_noise_path=step_noise_path, digest=digest, meta=meta)
+                       inputs_path=inputs_path, step_noise_path=step_noise_path,
+                       digest=inputs_digest(*arrays.values()), draw_digests=draw_digests, meta=meta)
 
 
 def load_inputs(inputs_path: str | Path) -> dict[str, np.ndarray]:

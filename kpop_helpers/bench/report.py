@@ -73,8 +73,24 @@ def target_check(row: dict[str, Any], refs: dict[tuple[Any, Any], dict[str, Any]
         if ours is None or theirs is None:
             failures.append(f"no {label}")
         elif abs(ours - theirs) > QUALITY_TOLERANCE * abs(theirs) and abs(ours - theirs) > 1e-12:
-            failures.append(f"{label} {100 * (ours / theirs - 1):+.0f}%" if theirs else f"{label} {ours:.3g} vs 0")
+            noise = relative_noise(row, ref, field)
+            band = f" ±{100 * noise:.0f}% noise" if noise is not None else ""
+            failures.append(f"{label} {100 * (ours / theirs - 1):+.0f}%{band}" if theirs
+                            else f"{label} {ours:.3g} vs 0")
     return not failures, "; ".join(failures)
+
+
+def relative_noise(row: dict[str, Any], ref: dict[str, Any] | None, field: str) -> float | None:
+    """Standard error of row/ref - 1 from the spread between noise draws (None without >= 2 draws on both sides).
+
+    First-order propagation: se(a/b) / (a/b) = sqrt((sd_a^2 / n_a) / a^2 + (sd_b^2 / n_b) / b^2).
+    """
+    a, b = _num(row, field), _num(ref, field)
+    sd_a, sd_b = _num(row, f"{field}_sd"), _num(ref, f"{field}_sd")
+    n_a, n_b = _num(row, "n_draws"), _num(ref, "n_draws")
+    if None in (a, b, sd_a, sd_b, n_a, n_b) or not a or not b or n_a < 2 or n_b < 2:
+        return None
+    return (a / b) * math.sqrt(sd_a ** 2 / n_a / a ** 2 + sd_b ** 2 / n_b / b ** 2)
 
 
 SPEED_COLUMNS = (
@@ -87,7 +103,7 @@ SPEED_COLUMNS = (
 QUALITY_COLUMNS = (
     ("variant", "variant"), ("fidelity_mm", "fidelity mm"), ("fidelity_rel_rms", "rel. RMS"),
     ("fid_k", "FID_k"), ("fid_g", "FID_g"), ("div_k", "Div_k"), ("div_g", "Div_g"), ("pfc", "PFC"),
-    ("foot_skating", "foot skating"), ("n_samples", "dances"),
+    ("foot_skating", "foot skating"), ("n_samples", "dances"), ("n_draws", "draws"),
 )
 
 
@@ -108,6 +124,8 @@ def _cell(row: dict[str, Any], field: str, refs: dict[tuple[Any, Any], dict[str,
         cell = f"{row['params'] / 1e6:.2f}M" if _num(row, "params") else "–"
     elif field == "gen_time_s":
         cell = _fmt(row.get(field)) + ("*" if row.get("gen_time_estimated") else "")
+    elif _num(row, f"{field}_sd") is not None:
+        cell = f"{_fmt(row.get(field))} ± {_fmt(row.get(f'{field}_sd'))}"
     else:
         cell = _fmt(row.get(field))
     return cell.replace("|", "/")
@@ -147,6 +165,11 @@ def markdown_table(results: dict[str, Any]) -> str:
              "Dance times marked * are steps x step p50 (a measured loop would have taken too long).",
              "- Fidelity: joint error vs the fp32 eager variant with the same sampler and steps, same prompts and "
              "noise. Quality: every prompt in one guided batch, at the largest thread count."]
+    draws = protocol.get("draws") or 1
+    if draws > 1:
+        lines.append(f"- Quality over {draws} noise draws (each one dance per prompt): scores are the mean over draws "
+                     "± the standard deviation between draws; a failed quality target shows the standard error of "
+                     "the relative difference as '±N% noise' (a difference within about twice that is not resolved).")
     if protocol.get("notes"):
         lines.append(f"- Notes: {protocol['notes']}")
     lines += ["", *headline(rows, refs), "## Speed, size and memory", ""]

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 
 from kpop_helpers.bench.protocol import BenchConfig, environment, load_average, prepare_inputs
+from kpop_helpers.bench.quality import QUALITY_FIELDS, SPREAD_FIELDS, load_draws, pooled_fidelity, pooled_quality
 from kpop_helpers.bench.variants import VariantSpec, load_torch_model, plan_variants, smoke_model
 from kpop_helpers.data.clip import DataError
 from kpop_helpers.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-QUALITY_FIELDS = ("fid_k", "fid_g", "div_k", "div_g", "pfc", "foot_skating", "jitter", "bone_drift", "div_k_gt",
-                  "div_g_gt", "pfc_gt")
 # The fields of docs/design.md "Benchmark result row", in that order; extra fields follow them.
 ROW_FIELDS = ("variant", "runtime", "precision", "pruning", "sampler", "steps", "threads", "batch", "file_size_mb",
               "params", "step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mb", "fidelity_mm",
@@ -135,13 +134,16 @@ class BenchmarkRun:
         env = environment()
         self.protocol = {
             "version": 1, **cfg.to_dict(), **env,
-            "num_samples": cfg.num_samples, "reference_data": reference_path, "num_reference": len(self.reference),
+            "num_samples": cfg.num_samples, "draws": cfg.draws, "draw_digests": self.inputs.draw_digests,
+            "reference_data": reference_path, "num_reference": len(self.reference),
             "reference_sha256": hashlib.sha256(b"".join(r.tobytes() for r in self.reference)).hexdigest(),
             "model": str(self.model_path), "model_sha256": sha256_of(self.model_path),
             "model_config": self.model.cfg.to_dict(), "text_encoder": encoder.name,
             "export_dirs": [str(d) for d in self.export_dirs], "inputs_sha256": self.inputs.digest,
-            "noise": {"generator": "numpy.random.default_rng([seed, sample]) (PCG64), standard normal float32",
-                      "initial": "[N, 263, 1, frames]", "per_step": "[N, max_steps, 263, 1, frames]",
+            "noise": {"generator": "numpy.random.default_rng([seed, sample]) (PCG64), standard normal float32; "
+                                   "sample d * prompts + p is prompt p of draw d",
+                      "initial": "[prompts * draws, 263, 1, frames]",
+                      "per_step": "[prompts * draws, max_steps, 263, 1, frames]",
                       "max_steps": max_steps, "shared_by": "every variant (step k of a loop uses per_step[:, k])"},
             "procedure": {
                 "step_latency": f"{cfg.warmup_steps} warm-up + {cfg.timed_steps} timed reverse steps (network + "
@@ -155,9 +157,11 @@ class BenchmarkRun:
                                "batch afterwards is reported as peak_rss_quality_mb)",
                 "order": "all timing jobs first (back to back, comparable conditions), then one quality job per "
                          "variant",
-                "quality": "all prompts in one guided batch at the largest thread count; FID/Div/PFC via "
-                           f"kpop_helpers.metrics.dance_quality(mode={cfg.metrics_mode!r}) against the reference "
-                           "set cut to `frames` frames",
+                "quality": f"per noise draw ({cfg.draws}), all prompts in one guided batch at the largest "
+                           "thread count; FID/Div/PFC via "
+                           f"kpop_helpers.metrics.dance_quality(mode={cfg.metrics_mode!r}) per draw against the "
+                           "reference set cut to `frames` frames; a row holds the mean over draws and <field>_sd, "
+                           "the standard deviation between draws",
                 "fidelity": "joints vs the fp32 eager variant with the same sampler and steps (same prompts and "
                             "noise); kpop_helpers.metrics.fidelity",
                 "isolation": "each variant and thread count in its own process "
@@ -184,6 +188,7 @@ class BenchmarkRun:
                "noise_schedule": str(self.model.cfg.noise_schedule), "guidance": float(self.config.guidance),
                "warmup_steps": self.config.warmup_steps, "timed_steps": self.config.timed_steps,
                "max_gen_seconds": self.config.max_gen_seconds, "quality": quality,
+               "draw_digests": self.inputs.draw_digests, "model_sha256": self.protocol["model_sha256"],
                "samples": str(self.work / "samples" / f"{variant.name}.npz"), "progress": False}
         job_path = self.work / "jobs" / f"{tag}.json"
         result_path = self.work / "jobs" / f"{tag}.result.json"
@@ -215,29 +220,23 @@ class BenchmarkRun:
 
     # ------------------------------------------------------------------ metrics
     def _quality(self, variant: VariantSpec) -> dict[str, Any]:
-        """Fidelity and dance quality of a variant's samples (cached in the work folder)."""
-        from kpop_helpers.metrics import dance_quality, fidelity
-
+        """Fidelity and dance quality of a variant's sample draws (cached in the work folder)."""
         cache = self.work / "quality" / f"{variant.name}.json"
         if cache.is_file():
             cached = json.loads(cache.read_text())
             if cached.get("inputs_sha256") == self.inputs.digest:
                 return cached
-        samples = self.work / "samples" / f"{variant.name}.npz"
-        if not samples.is_file():
+        digests, model_sha = self.inputs.draw_digests, self.protocol["model_sha256"]
+        draws = load_draws(self.work / "samples" / f"{variant.name}.npz", digests, model_sha)
+        if len(draws) < len(digests):
             return {}
-        with np.load(samples, allow_pickle=False) as data:
-            joints = data["joints"]
-        out: dict[str, Any] = {"inputs_sha256": self.inputs.digest, "n_samples": int(len(joints))}
-        ref_path = self.work / "samples" / f"{variant.fidelity_ref}.npz"
-        if variant.fidelity_ref and ref_path.is_file():
-            with np.load(ref_path, allow_pickle=False) as data:
-                fid = fidelity(data["joints"], joints)
-            out.update(fidelity_mm=fid["mpjpe_mm"], fidelity_rel_rms=fid["rel_rms"], fidelity_ref=variant.fidelity_ref)
-        quality = dance_quality(list(joints), self.reference, fps=20.0, mode=self.config.metrics_mode,
-                                allow_small=True, progress=False)
-        out.update({k: _finite_or_none(float(quality[k])) if quality.get(k) is not None else None
-                    for k in QUALITY_FIELDS if k in quality})
+        out: dict[str, Any] = {"inputs_sha256": self.inputs.digest}
+        if variant.fidelity_ref:
+            reference_draws = load_draws(self.work / "samples" / f"{variant.fidelity_ref}.npz", digests, model_sha)
+            fid = pooled_fidelity(reference_draws, draws)
+            if fid is not None:
+                out.update(fid, fidelity_ref=variant.fidelity_ref)
+        out.update(pooled_quality(draws, self.reference, self.config.metrics_mode))
         atomic_write_text(cache, json.dumps(out, indent=1))
         return out
 
@@ -272,6 +271,7 @@ class BenchmarkRun:
         scores = self._quality(variant)
         scores.update(peak_rss_quality_mb=result.get("peak_rss_quality_mb"),
                       quality_gen_time_s=result.get("quality_gen_time_s"), quality_loadavg_1m=result.get("loadavg_1m"),
+                      quality_draws_reused=result.get("draws_reused"),
                       quality_error=result.get("error"))
         if scores.get("n_samples"):
             atomic_write_text(self.work / "quality" / f"{variant.name}.json", json.dumps(scores, indent=1))
@@ -280,9 +280,10 @@ class BenchmarkRun:
     @staticmethod
     def _quality_fields(scores: dict[str, Any]) -> dict[str, Any]:
         """Fidelity and quality columns of a row, from a variant's scores."""
-        fields = {k: _finite_or_none(scores.get(k)) for k in ("fidelity_mm", "fidelity_rel_rms", *QUALITY_FIELDS)}
-        for key in ("fidelity_ref", "n_samples", "peak_rss_quality_mb", "quality_gen_time_s", "quality_loadavg_1m",
-                    "quality_error"):
+        numbers = ("fidelity_mm", "fidelity_rel_rms", *QUALITY_FIELDS, *(f"{k}_sd" for k in SPREAD_FIELDS))
+        fields = {k: _finite_or_none(scores.get(k)) for k in numbers}
+        for key in ("fidelity_ref", "fidelity_draws", "n_samples", "n_draws", "per_draw", "peak_rss_quality_mb",
+                    "quality_gen_time_s", "quality_loadavg_1m", "quality_draws_reused", "quality_error"):
             fields[key] = scores.get(key)
         return fields
 
