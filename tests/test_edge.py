@@ -183,6 +183,25 @@ def test_edge_matches_torch_generator_on_the_same_noise(export_dir, tiny_model, 
     assert np.abs(edge.generate(PROMPTS, frames=frames, steps=steps, seed=12, sampler=sampler) - joints).max() > 1e-3
 
 
+def test_generate_defaults_to_the_exports_own_sampler(export_dir, tmp_path):
+    """A model shipped with sampling {ddpm, 4 steps} samples that way unless the caller asks otherwise."""
+    import shutil
+
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sampling"].update(sampler="ddpm", steps=4, guidance=1.5)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    edge = EdgeGenerator(copy, variant="fp32", threads=1)
+    assert edge.sampling == {"sampler": "ddpm", "steps": 4, "guidance": 1.5, "eta": 0.0}
+    joints = edge.generate(PROMPTS[:1], frames=20, seed=3)
+    assert (edge.last.sampler, edge.last.steps, edge.last.guidance) == ("ddpm", 4, 1.5)
+    np.testing.assert_array_equal(joints, edge.generate(PROMPTS[:1], frames=20, seed=3, sampler="ddpm", steps=4,
+                                                        guidance=1.5))
+    edge.generate(PROMPTS[:1], frames=20, seed=3, sampler="ddim", steps=2)  # explicit arguments win
+    assert (edge.last.sampler, edge.last.steps, edge.last.guidance) == ("ddim", 2, 1.5)
+
+
 def test_edge_runs_without_torch_in_a_fresh_interpreter(export_dir):
     """Only numpy, onnxruntime and tokenizers: torch and transformers never enter sys.modules."""
     script = textwrap.dedent(f"""

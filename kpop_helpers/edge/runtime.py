@@ -98,21 +98,38 @@ class EdgeGenerator:
                             expected="pass text_emb= to generate(), or export with text_encoder 'onnx'")
         return self.text_encoder.encode(list(prompts))
 
-    def generate(self, prompts: list[str] | str, frames: int = 196, steps: int | None = 10, guidance: float = 2.5,
-                 seed: int | None = 0, sampler: str = "ddim", noise: np.ndarray | None = None,
-                 step_noise: np.ndarray | None = None, eta: float = 0.0,
+    @property
+    def sampling(self) -> dict[str, Any]:
+        """The sampler the export was made for (manifest "sampling"): the defaults of `generate`."""
+        s = self.manifest["sampling"]
+        return {"sampler": str(s.get("sampler", "ddim")), "steps": int(s.get("steps", 10)),
+                "guidance": float(s.get("guidance", 2.5)), "eta": float(s.get("eta", 0.0))}
+
+    def generate(self, prompts: list[str] | str, frames: int = 196, steps: int | None = None,
+                 guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,
+                 noise: np.ndarray | None = None, step_noise: np.ndarray | None = None, eta: float | None = None,
                  text_emb: np.ndarray | None = None) -> np.ndarray:
-        """Joints [B, T, 22, 3] (metres, 20 fps), one motion per prompt; details in `self.last`."""
+        """Joints [B, T, 22, 3] (metres, 20 fps), one motion per prompt; details in `self.last`.
+
+        sampler/steps/guidance/eta left as None take the export's own settings (`self.sampling`); pass
+        steps=<the model's diffusion_steps> for the full schedule.
+        """
         return self.generate_result(prompts, frames=frames, steps=steps, guidance=guidance, seed=seed,
                                     sampler=sampler, noise=noise, step_noise=step_noise, eta=eta,
                                     text_emb=text_emb).joints
 
-    def generate_result(self, prompts: list[str] | str, *, frames: int = 196, steps: int | None = 10,
-                        guidance: float = 2.5, seed: int | None = 0, sampler: str = "ddim",
-                        noise: np.ndarray | None = None, step_noise: np.ndarray | None = None, eta: float = 0.0,
-                        text_emb: np.ndarray | None = None) -> EdgeResult:
+    def generate_result(self, prompts: list[str] | str, *, frames: int = 196, steps: int | None = None,
+                        guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,
+                        noise: np.ndarray | None = None, step_noise: np.ndarray | None = None,
+                        eta: float | None = None, text_emb: np.ndarray | None = None) -> EdgeResult:
         """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS too."""
         from kpop_helpers.motion.features import features_to_joints
+
+        defaults = self.sampling
+        sampler = defaults["sampler"] if sampler is None else sampler
+        steps = defaults["steps"] if steps is None else steps
+        guidance = defaults["guidance"] if guidance is None else guidance
+        eta = defaults["eta"] if eta is None else eta
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
