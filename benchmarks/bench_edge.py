@@ -217,13 +217,14 @@ EDGE_SCRIPT = textwrap.dedent("""
     gen = EdgeGenerator(folder, variant=variant, threads=threads)
     prompt = [sys.argv[7]]
     first = time.perf_counter()
-    gen.generate(prompt, frames=frames, steps=steps[0], seed=0)
+    # DDIM explicitly: this table is the DDIM step sweep, whatever sampler the export ships with.
+    gen.generate(prompt, frames=frames, steps=steps[0], seed=0, sampler="ddim")
     first = time.perf_counter() - first
     out = []
     for n in steps:
         runs = []
         for r in range(repeats):
-            gen.generate(prompt, frames=frames, steps=n, seed=r)
+            gen.generate(prompt, frames=frames, steps=n, seed=r, sampler="ddim")
             runs.append(gen.last.timings)
         best = sorted(runs, key=lambda t: t["total_s"])[len(runs) // 2]
         out.append({"steps": n, **best})

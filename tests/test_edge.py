@@ -202,6 +202,24 @@ def test_generate_defaults_to_the_exports_own_sampler(export_dir, tmp_path):
     assert (edge.last.sampler, edge.last.steps, edge.last.guidance) == ("ddim", 2, 1.5)
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
+def test_preview_comparison_shares_the_noise_of_the_exports_sampler(export_dir, tiny_model, tmp_path, sampler):
+    """compare_variants: PyTorch and the fp32 ONNX variant from the same initial and per-step noise agree."""
+    import shutil
+
+    from kpop_helpers.pipeline import compare_variants
+
+    copy = tmp_path / "export"
+    shutil.copytree(export_dir, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["sampling"].update(sampler=sampler, steps=5)
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    motions = compare_variants(tiny_model, copy, PROMPTS[0], frames=24, variants=("fp32", "int8"), seed=4)
+    reference = motions.pop("fp32 (PyTorch)")
+    assert set(motions) == {"fp32 (ONNX Runtime)", "int8 (ONNX Runtime)"} and reference.shape == (24, 22, 3)
+    assert np.abs(motions["fp32 (ONNX Runtime)"] - reference).max() <= JOINTS_ATOL
+
+
 def test_edge_runs_without_torch_in_a_fresh_interpreter(export_dir):
     """Only numpy, onnxruntime and tokenizers: torch and transformers never enter sys.modules."""
     script = textwrap.dedent(f"""
@@ -255,7 +273,7 @@ def test_edge_rejects_bad_requests_with_clear_errors(export_dir, tmp_path):
     with pytest.raises(ValueError, match="frames must lie in 1..196"):
         edge.generate(PROMPTS, frames=500)
     with pytest.raises(ValueError, match="integer stride"):
-        edge.generate(PROMPTS, frames=20, steps=20)  # 20 DDIM steps cannot be cut from a 50-step schedule
+        edge.generate(PROMPTS, frames=20, steps=20, sampler="ddim")  # 20 DDIM steps cannot be cut from 50
     with pytest.raises(DataError, match=r"one of \['fp32', 'int8'\]"):
         EdgeGenerator(export_dir, variant="fp16")
     with pytest.raises(DataError, match="manifest.json"):

@@ -48,7 +48,8 @@ def edge_config_path(work: WorkDirs) -> Path | None:
 def write_edge_config(path: str | Path, *, base: str | Path | None = None, int8: bool | None = None,
                       fp16: bool | None = None, pruning: bool | None = None, pruning_kind: str | None = None,
                       sparsity: float | None = None, recovery_steps: int | None = None,
-                      sampling_steps: int | None = None, guidance: float | None = None) -> Path:
+                      sampler: str | None = None, sampling_steps: int | None = None,
+                      guidance: float | None = None) -> Path:
     """Write `base` (default: the repository's edge_config.json, else the defaults) with the given changes."""
     from kpop_helpers.export import load_edge_config
 
@@ -57,7 +58,7 @@ def write_edge_config(path: str | Path, *, base: str | Path | None = None, int8:
     for target, key, value in ((q, "enabled", int8), (q, "fp16", fp16), (p, "enabled", pruning),
                                (p, "kind", pruning_kind), (p, "sparsity", sparsity),
                                (p, "recovery_steps", recovery_steps),
-                               (s, "steps", sampling_steps), (s, "guidance", guidance)):
+                               (s, "sampler", sampler), (s, "steps", sampling_steps), (s, "guidance", guidance)):
         if value is not None:
             setattr(target, key, type(getattr(target, key))(value))
     cfg.validate(str(path))

@@ -35,40 +35,43 @@ def _load_model(model_or_weights: Any):
 
 
 def _sampling(export_dir: Path | None) -> dict[str, Any]:
-    """The export's sampler settings (what the edge side runs), else DDIM 10 with guidance 2.5."""
+    """The export's sampler settings (what the edge side runs), else the toolkit's default (EdgeConfig)."""
     if export_dir is not None and (export_dir / "manifest.json").is_file():
         from kpop_helpers.edge.manifest import read_manifest
 
         sampling = read_manifest(export_dir)["sampling"]
         return {"sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": sampling["guidance"]}
-    return {"sampler": "ddim", "steps": 10, "guidance": 2.5}
+    from kpop_helpers.config import SamplingConfig
+
+    default = SamplingConfig()
+    return {"sampler": default.sampler, "steps": default.steps, "guidance": default.guidance}
 
 
 def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames: int,
                      variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0) -> dict[str, np.ndarray]:
     """Joints [T,22,3] of one prompt from the fp32 PyTorch model and each exported ONNX variant (edge runtime),
-    all from the same initial noise and text embedding; variants missing from the export are skipped."""
-    import torch
-
-    from kpop_helpers.edge import EdgeGenerator, draw_noise, read_manifest, sampling_schedule
-    from kpop_helpers.generate import generate
+    all with the export's sampler, the same text embedding and the same noise (initial and, for DDPM, per
+    step: numpy's default_rng(seed) on both sides); variants missing from the export are skipped."""
+    from kpop_helpers.compress.errors import GenerationSetup, generate_joints
+    from kpop_helpers.edge import EdgeGenerator, read_manifest
+    from kpop_helpers.export.parity import torch_runner
     from kpop_helpers.text import get_text_encoder
 
     export_dir = Path(export_dir)
     sampling = _sampling(export_dir)
-    schedule = sampling_schedule(int(model.cfg.diffusion_steps), sampling["sampler"], sampling["steps"])
-    # DDIM (eta 0) uses the initial noise only; DDPM would also need per-step noise shared by both loops.
-    noise = draw_noise(seed, 1, frames, schedule.num_steps, stochastic=False).initial
     text_emb = get_text_encoder(model.text_encoder_name).encode([prompt]).detach().float().cpu().numpy()
-    fp32 = generate(model, [prompt], frames=frames, noise=torch.from_numpy(noise), progress=False, **sampling)
-    motions = {REFERENCE_NAME: fp32.joints[0]}
+    # The edge runtime's own loop with the PyTorch network: the same noise draw as EdgeGenerator(seed=seed).
+    setup = GenerationSetup(text_emb=text_emb, mean=np.asarray(model.stats.mean), std=np.asarray(model.stats.std),
+                            diffusion_steps=int(model.cfg.diffusion_steps), frames=frames, seed=seed,
+                            schedule=str(model.cfg.noise_schedule), **sampling)
+    motions = {REFERENCE_NAME: generate_joints(torch_runner(model), setup)[0].astype(np.float32)}
     available = read_manifest(export_dir)["variants"]
     for name in variants:
         if available.get(name, {}).get("runtime") != "onnxruntime":
             logger.info("variant %r is not an ONNX Runtime artifact of %s; skipped", name, export_dir)
             continue
         edge = EdgeGenerator(export_dir, variant=name)
-        joints = edge.generate([prompt], frames=frames, noise=noise, text_emb=text_emb, **sampling)
+        joints = edge.generate([prompt], frames=frames, seed=seed, text_emb=text_emb, **sampling)
         motions[f"{name} (ONNX Runtime)"] = joints[0]
     return motions
 

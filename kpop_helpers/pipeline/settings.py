@@ -55,8 +55,8 @@ class PipelineSettings:
 FULL = PipelineSettings(
     name="full", num_clips=120, preset="small", steps=200, batch_size=16, max_frames=120, save_every=100,
     eval_every=25, recovery_steps=0, error_frames=120, few_steps=(50, 20, 10),
-    bench=dict(prompts_count=4, frames=120, threads=(2,), batches=(1, 2), eager_samplers=("ddim10",),
-               artifact_samplers=("ddim10",), warmup_steps=2, timed_steps=5, max_gen_seconds=60.0),
+    bench=dict(prompts_count=4, frames=120, threads=(2,), batches=(1, 2), eager_samplers=("ddpm20", "ddim10"),
+               artifact_samplers=("ddpm20",), warmup_steps=2, timed_steps=5, max_gen_seconds=60.0),
     preview_frames=120, gif_dpi=50)
 
 SMOKE = PipelineSettings(
