@@ -261,5 +261,9 @@ def test_target_check_reports_the_noise_band():
     ok, why = target_check(fast, {(2, 2): ref})
     assert not ok and why == f"FID_k +25% ±{100 * noise:.0f}% noise"
     assert relative_noise({**fast, "n_draws": 1}, ref, "fid_k") is None
+    from kpop_helpers.bench.report import headline, reference_rows
+
+    lines = "\n".join(headline([ref, fast], reference_rows([ref, fast])))
+    assert "FID_k 20 ± 4" in lines and f"  - v: FID_k +25% ±{100 * noise:.0f}%, PFC +0% ±" in lines
     with pytest.raises(DataError, match="draws"):
         BenchConfig(draws=0)

@@ -107,6 +107,12 @@ QUALITY_COLUMNS = (
 )
 
 
+def _score(row: dict[str, Any], field: str) -> str:
+    """A quality score with its spread between noise draws when there is one: '66.6 ± 12'."""
+    spread = _num(row, f"{field}_sd")
+    return _fmt(row.get(field)) + (f" ± {_fmt(spread)}" if spread is not None else "")
+
+
 def _cell(row: dict[str, Any], field: str, refs: dict[tuple[Any, Any], dict[str, Any]]) -> str:
     if field == "variant":
         cell = f"**{row.get('variant')}** (ref)" if row.get("is_reference") else str(row.get("variant"))
@@ -125,7 +131,7 @@ def _cell(row: dict[str, Any], field: str, refs: dict[tuple[Any, Any], dict[str,
     elif field == "gen_time_s":
         cell = _fmt(row.get(field)) + ("*" if row.get("gen_time_estimated") else "")
     elif _num(row, f"{field}_sd") is not None:
-        cell = f"{_fmt(row.get(field))} ± {_fmt(row.get(f'{field}_sd'))}"
+        cell = _score(row, field)
     else:
         cell = _fmt(row.get(field))
     return cell.replace("|", "/")
@@ -198,16 +204,32 @@ def headline(rows: Sequence[dict[str, Any]], refs: dict[tuple[Any, Any], dict[st
     out.append(f"At {setting[0]} thread(s), batch {setting[1]}:")
     out.append(f"- Reference ({ref['variant']}): {_fmt(ref.get('gen_time_s'))} s per dance"
                f"{' (steps x p50)' if ref.get('gen_time_estimated') else ''}, step p50 "
-               f"{_fmt(ref.get('step_ms_p50'))} ms, FID_k {_fmt(ref.get('fid_k'))}, PFC {_fmt(ref.get('pfc'))}, "
+               f"{_fmt(ref.get('step_ms_p50'))} ms, FID_k {_score(ref, 'fid_k')}, PFC {_score(ref, 'pfc')}, "
                f"{_fmt(ref.get('file_size_mb'))} MB.")
     gain = speedup(fastest, refs)
     out.append(f"- Fastest: {fastest['variant']}: {_fmt(fastest.get('gen_time_s'))} s "
-               f"({gain:,.0f}x), FID_k {_fmt(fastest.get('fid_k'))}, PFC {_fmt(fastest.get('pfc'))}, "
+               f"({gain:,.0f}x), FID_k {_score(fastest, 'fid_k')}, PFC {_score(fastest, 'pfc')}, "
                f"fidelity {_fmt(fastest.get('fidelity_mm'))} mm, {_fmt(fastest.get('file_size_mb'))} MB.")
     if setting == (TARGET_THREADS, TARGET_BATCH):
         passing = [r["variant"] for r in candidates if target_check(r, refs)[0]]
         out.append(f"- Meeting the target: {', '.join(passing) if passing else 'none'}.")
+        fast = [r for r in candidates if not r.get("is_reference") and (_num(r, "gen_time_s") or 1e9) <= TARGET_SECONDS
+                and (speedup(r, refs) or 0) >= TARGET_SPEEDUP]
+        if fast:
+            out.append("- Quality of the variants fast enough for the target, relative to the reference "
+                       "(± standard error from the spread between noise draws, where measured):")
+            out += [f"  - {r['variant']}: {quality_delta(r, ref, 'fid_k', 'FID_k')}, "
+                    f"{quality_delta(r, ref, 'pfc', 'PFC')}" for r in fast]
     return out + [""]
+
+
+def quality_delta(row: dict[str, Any], ref: dict[str, Any], field: str, label: str) -> str:
+    """'FID_k +12% ±9%' (relative to the reference; the band only with noise draws on both sides)."""
+    ours, theirs = _num(row, field), _num(ref, field)
+    if ours is None or not theirs:
+        return f"{label} –"
+    noise = relative_noise(row, ref, field)
+    return f"{label} {100 * (ours / theirs - 1):+.0f}%" + (f" ±{100 * noise:.0f}%" if noise is not None else "")
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
