@@ -156,7 +156,9 @@ def target_check(config, out: Path, draws: int, variants: tuple[str, ...], resum
 
     if not resume:
         (out / "results.json").unlink(missing_ok=True)  # a fresh check; the work folder's draws stay reusable
-    target = dataclasses.replace(config, out=str(out), draws=draws, threads=(2,), batches=(2,), only=variants,
+    work = config.work_dir or str(Path(config.out) / ".work")  # the main run's, whatever the output folder
+    target = dataclasses.replace(config, out=str(out), work_dir=work, draws=draws, threads=(2,), batches=(2,),
+                                 only=variants,
                                  eager_samplers=("ddpm20", "ddpm10"), artifact_samplers=("ddpm20", "ddpm10"),
                                  resume=True, compare=None)
     results = run_benchmark(target)

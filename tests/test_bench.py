@@ -267,3 +267,26 @@ def test_target_check_reports_the_noise_band():
     assert "FID_k 20 ± 4" in lines and f"  - v: FID_k +25% ±{100 * noise:.0f}%, PFC +0% ±" in lines
     with pytest.raises(DataError, match="draws"):
         BenchConfig(draws=0)
+
+
+def test_full_run_target_stage_reuses_the_main_runs_draw(smoke, tmp_path):
+    """benchmarks/run_full_benchmark.py's target check: draws of the DDPM candidates, draw 0 taken from the main run."""
+    import importlib.util
+    import shutil
+
+    from kpop_helpers.bench.protocol import smoke_config
+
+    spec = importlib.util.spec_from_file_location("run_full_benchmark", REPO / "benchmarks" / "run_full_benchmark.py")
+    full = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full)
+    main_out = tmp_path / "results"
+    shutil.copytree(smoke[0], main_out)
+    config = smoke_config(out=str(main_out), progress=False)
+    stats = full.target_check(config, main_out / "target", 2, ("fp32_ddpm20", "ort_int8_ddpm20"), resume=False)
+    assert stats["draws"] == 2 and "ort_int8_ddpm20" in stats["variants"]
+    results = json.loads((main_out / "target" / "results.json").read_text())
+    rows = {r["variant"]: r for r in results["rows"]}
+    assert set(rows) == {"fp32_ddpm50", "fp32_ddpm20", "ort_fp32_ddpm20", "ort_int8_ddpm20"}  # name parts match
+    assert rows["fp32_ddpm50"]["quality_draws_reused"] == 1  # the main run's reference samples
+    assert all(r["n_draws"] == 2 and r["threads"] == 2 and r["batch"] == 2 for r in results["rows"])
+    assert "Quality over 2 noise draws" in (main_out / "target" / "results.md").read_text()
