@@ -353,6 +353,23 @@ def test_benchmark_plots_skip_rows_with_missing_values(tmp_path):
     assert any("no rows" in t.get_text() for t in empty.axes[0].texts)
 
 
+def test_pareto_shows_noise_bars_the_reference_band_and_the_latency_limit():
+    rows = [_row("fp32_ddpm1000", "torch", "fp32", 2, file_size_mb=71.0, gen_time_s=75.0, fid_k=80.0,
+                 fid_k_sd=20.0, n_draws=4, is_reference=True),
+            _row("ort_int8_ddpm20", "onnxruntime", "int8", 2, file_size_mb=19.0, gen_time_s=0.7, fid_k=74.0,
+                 fid_k_sd=10.0, n_draws=4),
+            _row("ort_int8_ddim10", "onnxruntime", "int8", 2, file_size_mb=19.0, gen_time_s=0.3, fid_k=150.0)]
+    ax = plot_pareto(rows, reference_band=0.15, max_latency=1.0).axes[0]
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    # Standard errors (sd / sqrt(draws)) for the two rows with draws only.
+    spans = sorted(float(np.ptp(c.lines[2][0].get_segments()[0][:, 1])) for c in bars)
+    assert spans == pytest.approx([2 * 10.0 / 2, 2 * 20.0 / 2])
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "reference ±15%" in legend and "gen_time_s limit 1" in legend
+    band = next(p for p in ax.patches if p.get_label() == "reference ±15%")
+    assert (band.get_y(), band.get_y() + band.get_height()) == pytest.approx((68.0, 92.0))
+
+
 def test_load_results_rejects_malformed_input(tmp_path):
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")

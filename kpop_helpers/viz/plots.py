@@ -101,8 +101,13 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(results: Any, *, latency: str = "gen_time_s", quality: str = "fid_k",
-                path: str | Path | None = None, figsize: tuple[float, float] = (7.0, 5.0)) -> Figure:
-    """Latency (log x) vs quality per row, marker area proportional to file size, labelled, Pareto front dashed."""
+                path: str | Path | None = None, figsize: tuple[float, float] = (7.0, 5.0),
+                reference_band: float | None = None, max_latency: float | None = None) -> Figure:
+    """Latency (log x) vs quality per row, marker area proportional to file size, labelled, Pareto front dashed.
+
+    Rows with noise draws (`<quality>_sd`, `n_draws`) get standard-error bars; `reference_band` shades the
+    reference row's quality ± that fraction and `max_latency` draws the latency limit (the edge target).
+    """
     rows = load_results(results)
     usable = [r for r in rows if (_number(r, latency) or 0) > 0 and _number(r, quality) is not None]
     fig = new_figure(figsize, 100)
@@ -120,6 +125,16 @@ def plot_pareto(results: Any, *, latency: str = "gen_time_s", quality: str = "fi
         area = 30 + 570 * size / largest if size else 30
         ax.scatter([x], [y], s=area, color=color if size else "none", edgecolors=color, alpha=0.7, linewidths=1.5)
         ax.annotate(label, (x, y), xytext=(6, 6), textcoords="offset points", fontsize=7)
+        spread, draws = _number(row, f"{quality}_sd"), _number(row, "n_draws")
+        if spread is not None and draws and draws > 1:
+            ax.errorbar([x], [y], yerr=[spread / np.sqrt(draws)], color=color, capsize=3, lw=1)
+    reference = next((r for r in usable if r.get("is_reference")), None)
+    if reference_band is not None and reference is not None:
+        level = _number(reference, quality)
+        ax.axhspan(level * (1 - reference_band), level * (1 + reference_band), color="C2", alpha=0.12,
+                   label=f"reference ±{reference_band:.0%}")
+    if max_latency is not None:
+        ax.axvline(max_latency, color="C3", ls=":", lw=1, label=f"{latency} limit {max_latency:g}")
     front = pareto_front(list(zip(xs, ys, strict=True)))
     ax.step([xs[i] for i in front], [ys[i] for i in front], where="post", ls="--", color="0.5", lw=1,
             label="Pareto front")
