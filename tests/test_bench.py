@@ -247,6 +247,12 @@ def test_draws_resume_regenerates_only_missing_draws(two_draws, tmp_path):
     assert row["quality_draws_reused"] == 1  # draw 0 was on disk; only draw 1 was generated again
     before = next(r for r in results["rows"] if r["key"] == "ort_int8_ddim4|t1|b2")
     assert row["fid_k"] == pytest.approx(before["fid_k"], rel=1e-4)
+    # Another guidance scale: no saved draw matches its sample key, every one is generated afresh.
+    (copy_dir / "results.json").unlink()
+    _bench("--smoke", "--draws", "2", "--only", "ort_int8", "--threads", "1", "--batches", "2", "--guidance", "3.0",
+           "--out", str(copy_dir), "--resume")
+    rows = json.loads((copy_dir / "results.json").read_text())["rows"]
+    assert rows and all(r["quality_draws_reused"] == 0 and r["n_draws"] == 2 for r in rows)
 
 
 def test_target_check_reports_the_noise_band():

@@ -27,13 +27,13 @@ def _finite_or_none(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def load_draws(first: Path, draw_digests: Sequence[str], model_sha256: str) -> list[np.ndarray]:
-    """The joints of every draw on disk made from these inputs and this model, in draw order (stops at a gap)."""
+def load_draws(first: Path, draw_digests: Sequence[str], sample_key: str) -> list[np.ndarray]:
+    """Joints of every draw on disk made from these inputs under this sample key, in draw order (to the first gap)."""
     from kpop_helpers.bench.worker import read_samples, samples_path
 
     draws = []
     for draw, digest in enumerate(draw_digests):
-        joints = read_samples(samples_path(first, draw), digest, model_sha256)
+        joints = read_samples(samples_path(first, draw), digest, sample_key)
         if joints is None:
             break
         draws.append(joints)

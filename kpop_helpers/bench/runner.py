@@ -115,6 +115,7 @@ class BenchmarkRun:
         self.model_path, self.export_dirs = model_path, export_dirs
         self.model = load_torch_model(model_path)
         self.variants = plan_variants(config, self.model.cfg, model_path, export_dirs)
+        self._sample_keys: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -188,7 +189,7 @@ class BenchmarkRun:
                "noise_schedule": str(self.model.cfg.noise_schedule), "guidance": float(self.config.guidance),
                "warmup_steps": self.config.warmup_steps, "timed_steps": self.config.timed_steps,
                "max_gen_seconds": self.config.max_gen_seconds, "quality": quality,
-               "draw_digests": self.inputs.draw_digests, "model_sha256": self.protocol["model_sha256"],
+               "draw_digests": self.inputs.draw_digests, "sample_key": self.sample_key(variant),
                "samples": str(self.work / "samples" / f"{variant.name}.npz"), "progress": False}
         job_path = self.work / "jobs" / f"{tag}.json"
         result_path = self.work / "jobs" / f"{tag}.result.json"
@@ -218,21 +219,43 @@ class BenchmarkRun:
                              f"(see {self.work / 'logs' / f'{tag}.log'})"}
         return json.loads(result_path.read_text())
 
+    def sample_key(self, variant: VariantSpec) -> str:
+        """Digest of what a variant's dances depend on besides the inputs: its network files, sampler and guidance.
+
+        A saved draw is reused only under the same key and draw digest, so a re-exported artifact or another
+        guidance scale is generated afresh even in a shared or resumed work folder.
+        """
+        if variant.name in self._sample_keys:
+            return self._sample_keys[variant.name]
+        artifact = variant.artifact
+        files = [sha256_of(Path(f)) for f in (artifact.files or [artifact.path]) if Path(f).is_file()]
+        parts = {"model_sha256": self.protocol["model_sha256"], "files": files, "loader": artifact.loader,
+                 "sampler": variant.sampler, "steps": variant.steps, "guidance": float(self.config.guidance),
+                 "diffusion_steps": int(self.model.cfg.diffusion_steps),
+                 "noise_schedule": str(self.model.cfg.noise_schedule)}
+        self._sample_keys[variant.name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+        return self._sample_keys[variant.name]
+
     # ------------------------------------------------------------------ metrics
     def _quality(self, variant: VariantSpec) -> dict[str, Any]:
         """Fidelity and dance quality of a variant's sample draws (cached in the work folder)."""
         cache = self.work / "quality" / f"{variant.name}.json"
+        reference = next((v for v in self.variants if v.name == variant.fidelity_ref), None)
+        keys = {"inputs_sha256": self.inputs.digest, "sample_key": self.sample_key(variant),
+                "fidelity_key": self.sample_key(reference) if reference is not None else None,
+                "metrics_mode": self.config.metrics_mode, "reference_sha256": self.protocol["reference_sha256"]}
         if cache.is_file():
             cached = json.loads(cache.read_text())
-            if cached.get("inputs_sha256") == self.inputs.digest:
+            if all(cached.get(k) == v for k, v in keys.items()):
                 return cached
-        digests, model_sha = self.inputs.draw_digests, self.protocol["model_sha256"]
-        draws = load_draws(self.work / "samples" / f"{variant.name}.npz", digests, model_sha)
+        digests = self.inputs.draw_digests
+        draws = load_draws(self.work / "samples" / f"{variant.name}.npz", digests, keys["sample_key"])
         if len(draws) < len(digests):
             return {}
-        out: dict[str, Any] = {"inputs_sha256": self.inputs.digest}
-        if variant.fidelity_ref:
-            reference_draws = load_draws(self.work / "samples" / f"{variant.fidelity_ref}.npz", digests, model_sha)
+        out: dict[str, Any] = dict(keys)
+        if reference is not None:
+            reference_draws = load_draws(self.work / "samples" / f"{reference.name}.npz", digests,
+                                         self.sample_key(reference))
             fid = pooled_fidelity(reference_draws, draws)
             if fid is not None:
                 out.update(fid, fidelity_ref=variant.fidelity_ref)

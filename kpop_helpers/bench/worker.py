@@ -164,14 +164,15 @@ def samples_path(first: str | Path, draw: int) -> Path:
     return first if draw == 0 else first.with_name(f"{first.stem}_draw{draw}{first.suffix}")
 
 
-def read_samples(path: Path, inputs_sha256: str, model_sha256: str) -> np.ndarray | None:
-    """A draw's joints [P,T,22,3] when the file exists and was made from these inputs and this model, else None."""
+def read_samples(path: Path, inputs_sha256: str, sample_key: str) -> np.ndarray | None:
+    """A draw's joints [P,T,22,3] when the file exists and was made from these inputs with this network and
+    sampler (the runner's `sample_key`), else None."""
     if not path.is_file():
         return None
     with np.load(path, allow_pickle=False) as data:
-        if "inputs_sha256" not in data.files or "model_sha256" not in data.files:
+        if "inputs_sha256" not in data.files or "sample_key" not in data.files:
             return None
-        if str(data["inputs_sha256"]) != inputs_sha256 or str(data["model_sha256"]) != model_sha256:
+        if str(data["inputs_sha256"]) != inputs_sha256 or str(data["sample_key"]) != sample_key:
             return None
         return data["joints"]
 
@@ -180,32 +181,32 @@ def generate_draws(bench: Measurement, job: dict[str, Any]) -> dict[str, Any]:
     """Generate every noise draw not already on disk: one guided batch of all prompts per draw, saved per draw.
 
     Saving per draw lets an interrupted quality job (the 1000-step reference takes ~20 CPU minutes per draw of
-    16 dances) keep the draws it finished; a resumed run reuses any draw whose inputs and model digests match.
+    16 dances) keep the draws it finished; a resumed run reuses any draw whose inputs digest and sample key match.
     """
     prompts = len(bench.text_emb)
-    digests, model_sha = list(job["draw_digests"]), str(job["model_sha256"])
+    digests, key = list(job["draw_digests"]), str(job["sample_key"])
     seconds, reused = [], 0
     for draw, digest in enumerate(digests):
         path = samples_path(job["samples"], draw)
-        if read_samples(path, digest, model_sha) is not None:
+        if read_samples(path, digest, key) is not None:
             reused += 1
             continue
         joints, elapsed = bench.generate(list(range(draw * prompts, (draw + 1) * prompts)), guided=True)
-        _save_samples(path, joints, elapsed, digest, model_sha)
+        _save_samples(path, joints, elapsed, digest, key)
         seconds.append(elapsed)
     # Seconds for one draw (all prompts in one batch); None when every draw was already on disk.
     return {"samples": job["samples"], "draws": len(digests), "draws_reused": reused,
             "quality_gen_time_s": float(np.mean(seconds)) if seconds else None}
 
 
-def _save_samples(path: Path, joints: np.ndarray, seconds: float, inputs_sha256: str, model_sha256: str) -> None:
+def _save_samples(path: Path, joints: np.ndarray, seconds: float, inputs_sha256: str, sample_key: str) -> None:
     import io
 
     from kpop_helpers.utils import atomic_write_bytes
 
     buffer = io.BytesIO()
     np.savez(buffer, joints=joints.astype(np.float32), gen_time_s=np.float64(seconds),
-             inputs_sha256=np.array(inputs_sha256), model_sha256=np.array(model_sha256))
+             inputs_sha256=np.array(inputs_sha256), sample_key=np.array(sample_key))
     atomic_write_bytes(path, buffer.getvalue())
 
 
