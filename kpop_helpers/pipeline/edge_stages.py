@@ -229,11 +229,13 @@ def compress_and_export(weights_path: str | Path, export_dir: str | Path, *, con
 
 
 def run_benchmark(export_dir: str | Path, model_path: str | Path, out_dir: str | Path, *, smoke: bool,
-                  reference_data: str | Path | None = None, progress: bool = True) -> BenchmarkResult:
+                  reference_data: str | Path | None = None, draws: int = 1, progress: bool = True) -> BenchmarkResult:
     """Run the one-protocol benchmark (kpop_helpers.bench) on the fp32 model and every exported artifact;
     smoke: 3 prompts, short dances, one thread, few timed steps.
 
     reference_data: held-out clips for the quality metrics (default: the sample set's val split, built in out_dir).
+    draws: noise draws of the quality set; scores become the mean over draws with their spread (each draw costs
+    one more pass of the full-schedule reference, the longest part of the run).
     """
     from kpop_helpers.bench import DEFAULT_PROMPTS, BenchConfig
     from kpop_helpers.bench import run_benchmark as bench_run
@@ -253,7 +255,7 @@ def run_benchmark(export_dir: str | Path, model_path: str | Path, out_dir: str |
             build_sample_dataset(reference_data.parent, num_clips=s.num_clips, progress=False)
     config = BenchConfig(out=str(out), export_dirs=(str(export_dir),), model=str(model_path),
                          reference_data=str(reference_data), prompts=tuple(DEFAULT_PROMPTS[:count]), smoke=smoke,
-                         progress=progress, **options)
+                         draws=draws, progress=progress, **options)
     with stage_progress("benchmark", ["measure", "report"], progress) as bar:
         results = bench_run(config)
         bar.next()
