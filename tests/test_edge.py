@@ -200,6 +200,10 @@ def test_generate_defaults_to_the_exports_own_sampler(export_dir, tmp_path):
                                                         guidance=1.5))
     edge.generate(PROMPTS[:1], frames=20, seed=3, sampler="ddim", steps=2)  # explicit arguments win
     assert (edge.last.sampler, edge.last.steps, edge.last.guidance) == ("ddim", 2, 1.5)
+    del manifest["sampling"]["steps"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=r"manifest.json.*sampling.*missing keys \['steps'\]"):
+        EdgeGenerator(copy, variant="fp32", threads=1).generate(PROMPTS[:1], frames=20)
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])

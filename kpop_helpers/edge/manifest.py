@@ -73,3 +73,18 @@ def variant_entry(manifest: dict[str, Any], variant: str, export_dir: str | Path
         raise DataError("model file listed in the manifest is missing", path=Path(export_dir) / entry["file"],
                         field=f"variants.{variant}.file", expected="the file written by the exporter")
     return entry
+
+
+def manifest_sampling(manifest: dict[str, Any], export_dir: str | Path) -> dict[str, Any]:
+    """The sampler an export was made for ({"sampler", "steps", "guidance", "eta"}), checked, from its manifest."""
+    section = manifest["sampling"]
+    path = Path(export_dir) / MANIFEST_NAME
+    kinds = {"sampler": str, "steps": int, "guidance": float, "eta": float}
+    missing = [key for key in kinds if not isinstance(section, dict) or key not in section]
+    if missing:
+        raise DataError(f"missing keys {missing}", path=path, field="sampling", expected=f"all of {list(kinds)}")
+    try:
+        return {key: kind(section[key]) for key, kind in kinds.items()}
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"bad value ({exc})", path=path, field="sampling",
+                        expected="sampler: str, steps: int, guidance and eta: numbers") from exc

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from kpop_helpers.data.clip import DataError
-from kpop_helpers.edge.manifest import INPUT_NAMES, MEAN_FILE, STD_FILE, read_manifest, variant_entry
+from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
+                                        variant_entry)
 from kpop_helpers.edge.sampler import SamplingNoise, draw_noise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
@@ -101,9 +102,7 @@ class EdgeGenerator:
     @property
     def sampling(self) -> dict[str, Any]:
         """The sampler the export was made for (manifest "sampling"): the defaults of `generate`."""
-        s = self.manifest["sampling"]
-        return {"sampler": str(s.get("sampler", "ddim")), "steps": int(s.get("steps", 10)),
-                "guidance": float(s.get("guidance", 2.5)), "eta": float(s.get("eta", 0.0))}
+        return manifest_sampling(self.manifest, self.export_dir)
 
     def generate(self, prompts: list[str] | str, frames: int = 196, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,

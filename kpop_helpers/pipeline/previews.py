@@ -37,10 +37,10 @@ def _load_model(model_or_weights: Any):
 def _sampling(export_dir: Path | None) -> dict[str, Any]:
     """The export's sampler settings (what the edge side runs), else the toolkit's default (EdgeConfig)."""
     if export_dir is not None and (export_dir / "manifest.json").is_file():
-        from kpop_helpers.edge.manifest import read_manifest
+        from kpop_helpers.edge.manifest import manifest_sampling, read_manifest
 
-        sampling = read_manifest(export_dir)["sampling"]
-        return {"sampler": sampling["sampler"], "steps": sampling["steps"], "guidance": sampling["guidance"]}
+        sampling = manifest_sampling(read_manifest(export_dir), export_dir)
+        return {key: sampling[key] for key in ("sampler", "steps", "guidance")}
     from kpop_helpers.config import SamplingConfig
 
     default = SamplingConfig()
