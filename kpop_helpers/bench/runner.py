@@ -115,7 +115,7 @@ class BenchmarkRun:
         self.model_path, self.export_dirs = model_path, export_dirs
         self.model = load_torch_model(model_path)
         self.variants = plan_variants(config, self.model.cfg, model_path, export_dirs)
-        self._sample_keys: dict[str, str] = {}
+        self._file_digests: dict[str, str] = {}
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -138,7 +138,7 @@ class BenchmarkRun:
             "num_samples": cfg.num_samples, "draws": cfg.draws, "draw_digests": self.inputs.draw_digests,
             "reference_data": reference_path, "num_reference": len(self.reference),
             "reference_sha256": hashlib.sha256(b"".join(r.tobytes() for r in self.reference)).hexdigest(),
-            "model": str(self.model_path), "model_sha256": sha256_of(self.model_path),
+            "model": str(self.model_path), "model_sha256": self._file_digest(self.model_path),
             "model_config": self.model.cfg.to_dict(), "text_encoder": encoder.name,
             "export_dirs": [str(d) for d in self.export_dirs], "inputs_sha256": self.inputs.digest,
             "noise": {"generator": "numpy.random.default_rng([seed, sample]) (PCG64), standard normal float32; "
@@ -225,16 +225,20 @@ class BenchmarkRun:
         A saved draw is reused only under the same key and draw digest, so a re-exported artifact or another
         guidance scale is generated afresh even in a shared or resumed work folder.
         """
-        if variant.name in self._sample_keys:
-            return self._sample_keys[variant.name]
         artifact = variant.artifact
-        files = [sha256_of(Path(f)) for f in (artifact.files or [artifact.path]) if Path(f).is_file()]
+        files = [self._file_digest(Path(f)) for f in (artifact.files or [artifact.path]) if Path(f).is_file()]
         parts = {"model_sha256": self.protocol["model_sha256"], "files": files, "loader": artifact.loader,
                  "sampler": variant.sampler, "steps": variant.steps, "guidance": float(self.config.guidance),
                  "diffusion_steps": int(self.model.cfg.diffusion_steps),
                  "noise_schedule": str(self.model.cfg.noise_schedule)}
-        self._sample_keys[variant.name] = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-        return self._sample_keys[variant.name]
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def _file_digest(self, path: Path) -> str:
+        """sha256 of a network file, hashed once per run: every sampler of an artifact shares its file."""
+        key = str(path.resolve())
+        if key not in self._file_digests:
+            self._file_digests[key] = sha256_of(path)
+        return self._file_digests[key]
 
     # ------------------------------------------------------------------ metrics
     def _quality(self, variant: VariantSpec) -> dict[str, Any]:
