@@ -12,9 +12,10 @@
 W&B is used when ``use_wandb`` is True/"auto" and an API key is found in ``WANDB_API_KEY``, a Colab secret
 ``WANDB_API_KEY`` or ``~/.netrc`` (what ``wandb login`` writes); "offline" logs locally for a later
 ``wandb sync``. Without a key, "auto" disables W&B and True falls back to offline, with a log line --
-never a login prompt that would block a notebook. Resuming passes the stored run id with
-``resume="allow"`` and TensorBoard's ``purge_step``, so both continue the same curves. Config dicts are
-scrubbed of credentials (api_key, token, secret, password ...) before they are written anywhere.
+never a login prompt that would block a notebook. When W&B ends up off, the Tracker prints one line
+saying why (``wandb_off_reason``: wandb='off', no key, wandb not installed, start failed). Resuming passes
+the stored run id with ``resume="allow"`` and TensorBoard's ``purge_step``, so both continue the same
+curves. Config dicts are scrubbed of credentials (api_key, token, secret, password ...) before they are written anywhere.
 """
 
 from __future__ import annotations
@@ -54,21 +55,31 @@ def find_wandb_key() -> str | None:
 
 def resolve_wandb_mode(use_wandb: bool | str | None) -> tuple[str, str | None]:
     """("online" | "offline" | "disabled", api key or None) for a ``use_wandb`` setting, without prompting."""
+    mode, key, _ = _resolve_wandb(use_wandb)
+    return mode, key
+
+
+def _resolve_wandb(use_wandb: bool | str | None) -> tuple[str, str | None, str | None]:
+    """(mode, api key, why W&B is off or None): resolve_wandb_mode plus the reason shown to the user."""
     if use_wandb not in (True, False, None, "auto", "offline"):
         raise ValueError(f"use_wandb must be True, False, 'auto' or 'offline', got {use_wandb!r}")
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
-    if use_wandb in (False, None) or env_mode == "disabled" or os.environ.get("WANDB_DISABLED", "").lower() == "true":
-        return "disabled", None
+    if use_wandb in (False, None):
+        return "disabled", None, "wandb='off'"
+    if env_mode == "disabled":
+        return "disabled", None, "WANDB_MODE=disabled in the environment"
+    if os.environ.get("WANDB_DISABLED", "").lower() == "true":
+        return "disabled", None, "WANDB_DISABLED=true in the environment"
     if use_wandb == "offline" or env_mode in ("offline", "dryrun"):
-        return "offline", None
+        return "offline", None, None
     key = find_wandb_key()
     if key:
-        return "online", key
+        return "online", key, None
     if use_wandb is True:
         log.warning("W&B: no API key (set WANDB_API_KEY or a Colab secret); logging offline for a later `wandb sync`")
-        return "offline", None
+        return "offline", None, None
     log.info("W&B disabled: no API key found (WANDB_API_KEY, Colab secret or ~/.netrc); TensorBoard only")
-    return "disabled", None
+    return "disabled", None, "no WANDB_API_KEY in the environment or Colab secrets"
 
 
 class Tracker:
@@ -80,6 +91,7 @@ class Tracker:
         from torch.utils.tensorboard import SummaryWriter
 
         self.log_dir = Path(log_dir).expanduser()
+        self.run_name = run_name
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.config = scrub_secrets(json_safe(dict(config or {})))
         self.resume_step = int(resume_step)
@@ -90,17 +102,21 @@ class Tracker:
         if self.config:
             text = "```json\n" + json.dumps(self.config, indent=2, sort_keys=True) + "\n```"
             self._tb.add_text("config", text, self.resume_step)
-        self.wandb_mode, key = resolve_wandb_mode(use_wandb)
+        self.wandb_mode, key, self.wandb_off_reason = _resolve_wandb(use_wandb)
         self._run = None
         if self.wandb_mode != "disabled":
             self._run = self._start_wandb(project, run_name, key, wandb_run_id)
+        if self._run is None:
+            # print, not only log: a notebook shows no INFO logs, and a missing W&B dashboard must be explained.
+            print(f"W&B off: {self.wandb_off_reason or 'not started'}; TensorBoard logs in {self.log_dir}",
+                  flush=True)
 
     def _start_wandb(self, project: str | None, run_name: str | None, key: str | None, run_id: str | None) -> Any:
         try:
             import wandb
         except ImportError:
             log.warning("W&B requested but the wandb package is not installed; TensorBoard only")
-            self.wandb_mode = "disabled"
+            self.wandb_mode, self.wandb_off_reason = "disabled", "wandb not installed (pip install wandb)"
             return None
         for mode in ([self.wandb_mode, "offline"] if self.wandb_mode == "online" else [self.wandb_mode]):
             settings = wandb.Settings(silent=True, console="off", init_timeout=60,
@@ -115,6 +131,7 @@ class Tracker:
             except Exception as exc:  # network down, bad key...: training must go on
                 log.warning("W&B %s start failed (%s)%s", mode, type(exc).__name__,
                             "; retrying offline" if mode == "online" else "; TensorBoard only")
+                self.wandb_off_reason = f"wandb.init failed ({type(exc).__name__})"  # no message: it may echo a key
                 continue
             run.define_metric(STEP_KEY)
             run.define_metric("*", step_metric=STEP_KEY)

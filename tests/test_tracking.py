@@ -212,3 +212,23 @@ def test_colab_secret_lookup_through_the_userdata_api(monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab.userdata", colab.userdata)
     assert in_colab()
     assert get_secret("WANDB_API_KEY") == SECRET_KEY and get_secret("HF_TOKEN") is None
+
+
+def test_wandb_off_prints_one_line_saying_why(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_DISABLED", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc key either
+    with Tracker(tmp_path / "a", use_wandb=False, run_name="my-run") as tracker:
+        assert tracker.run_name == "my-run" and tracker.wandb_off_reason == "wandb='off'"
+    with Tracker(tmp_path / "b", use_wandb="auto"):
+        pass
+    monkeypatch.setitem(sys.modules, "wandb", None)  # what Python does for a package that is not installed
+    with Tracker(tmp_path / "c", use_wandb="offline"):
+        pass
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(";")[0] for line in lines] == [
+        "W&B off: wandb='off'",
+        "W&B off: no WANDB_API_KEY in the environment or Colab secrets",
+        "W&B off: wandb not installed (pip install wandb)"]
+    assert all(f"TensorBoard logs in {tmp_path / name}" in line for line, name in zip(lines, "abc"))

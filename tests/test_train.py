@@ -156,3 +156,23 @@ def test_training_survives_drive_disappearing(tmp_path, train_npz):
     mirrored = {p.name: sha256_file(p) for p in drive.rglob("checkpoint_*.pt")}
     assert local and all(mirrored.get(name) == digest for name, digest in local.items()), (local, mirrored)
     assert any(name.endswith(f"_step{cfg.steps}.pt") for name in mirrored)
+
+
+def test_samples_every_n_steps_reach_the_callback(tmp_path, train_npz, one_torch_thread):
+    """sample_every=2 renders GIFs at steps 2 and 4 (the end) and hands them to on_sample; CPU trains in fp32."""
+    from kpop_helpers.train.trainer import Trainer
+
+    calls: list[tuple[int, list[Path], list[bool]]] = []
+    cfg = TrainConfig(data=str(train_npz), out=str(tmp_path / "run"), run_name="demo-run", preset="tiny", steps=4,
+                      batch_size=4, save_every=4, eval_every=4, log_every=2, wandb="off", sample_every=2,
+                      sample_prompts=("a cute aegyo dance",), max_frames=40, min_frames=20, seed=0, resume="none")
+    trainer = Trainer(cfg, progress=False,
+                      on_sample=lambda step, paths: calls.append((step, paths, [p.is_file() for p in paths])))
+    assert trainer.precision.name == "fp32" and trainer.amp_dtype == torch.float32
+    assert not trainer.use_amp and not trainer.scaler.is_enabled()
+    assert trainer.log_dir == tmp_path / "run" / "logs" and trainer.tracker.run_name == "demo-run"
+    trainer.train()
+    assert [(step, [p.name for p in paths], exists) for step, paths, exists in calls] == [
+        (2, ["step0000002_0.gif"], [True]), (4, ["step0000004_0.gif"], [True])]
+    assert all(p.read_bytes().startswith(b"GIF8") for _, paths, _ in calls for p in paths)
+    assert list(trainer.log_dir.glob("events.out.tfevents.*"))

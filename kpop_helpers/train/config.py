@@ -17,6 +17,8 @@ class TrainConfig:
     data: str = "data/sample/train.npz"
     val_data: str | None = None  # None: a fixed split of `data` (val_fraction)
     out: str = "checkpoints/run"
+    run_name: str | None = None  # TensorBoard/W&B run name; None: the name of the `out` folder
+    log_dir: str | None = None  # TensorBoard logs; None: <out>/logs
     preset: str = "small"  # model preset when training from scratch
     init: str = "scratch"  # "scratch" | path to an official MDM .pt or one of our checkpoints/.safetensors
     stats: str | None = None  # folder with Mean.npy/Std.npy; None: official stats for official init, else computed
@@ -51,7 +53,9 @@ class TrainConfig:
     wandb_project: str = "kpop-choreographer"
     seed: int = 0
     device: str = "auto"
-    resume: str = "auto"  # "auto" | "none" | path to a checkpoint
+    # "auto": continue the newest matching checkpoint | "fresh": move old checkpoints to previous/, start at 0
+    # | "none": start at 0, leave the folder as it is | path to a checkpoint (see kpop_helpers.train.resume)
+    resume: str = "auto"
 
     @classmethod
     def load(cls, path: str | Path, **overrides: Any) -> "TrainConfig":

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -23,9 +23,12 @@ from tqdm.auto import tqdm
 from kpop_helpers.checkpoints import CheckpointManager, capture_rng_state, restore_rng_state
 from kpop_helpers.diffusion import GaussianDiffusion, masked_l2
 from kpop_helpers.motion.stats import MotionStats
+from kpop_helpers.precision import choose_precision
 from kpop_helpers.train.config import TrainConfig
 from kpop_helpers.train.dataset import WindowBatcher
 from kpop_helpers.train.ema import EMA, lr_lambda
+from kpop_helpers.train.fingerprint import FINGERPRINT_KEY, run_fingerprint
+from kpop_helpers.train.resume import resume_mode, start_fresh, verify_checkpoint_run
 from kpop_helpers.train.setup import build_data, build_model, build_text_cache, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -51,13 +54,35 @@ class Trainer:
     """Fine-tunes (or trains from scratch) an MDM denoiser on MotionClips."""
 
     def __init__(self, cfg: TrainConfig, *, progress: bool = True, tracker: Any = None, model: Any = None,
-                 stats: MotionStats | None = None):
-        """`model`/`stats`: train this model object (e.g. a pruned one) instead of building from cfg.init."""
-        self.cfg, self.progress = cfg, progress
+                 stats: MotionStats | None = None, on_sample: Callable[[int, list[Path]], None] | None = None):
+        """`model`/`stats`: train this model object (e.g. a pruned one) instead of building from cfg.init.
+
+        `on_sample(step, gif_paths)` is called after the sample GIFs are rendered (every cfg.sample_every
+        steps and at the end), e.g. to show them in the notebook.
+        """
+        self.cfg, self.progress, self.on_sample = cfg, progress, on_sample
+        self.resume_mode = resume_mode(cfg.resume)  # a typo fails now, not after the data is loaded
+        # TensorBoard event files (and W&B's local folder); in Colab the pipeline points it at Drive.
+        self.log_dir = Path(cfg.log_dir) if cfg.log_dir else Path(cfg.out) / "logs"
         self.device = resolve_device(cfg.device)
         self.accelerator = _maybe_accelerator(cfg, self.device)
         if self.accelerator is not None:
             self.device = self.accelerator.device
+        # Checkpoints first: a run mismatch fails in seconds, before data, model and base weights are loaded.
+        self.fingerprint = run_fingerprint(cfg)
+        self.archived_runs: list[Path] = []  # where resume="fresh" moved an earlier run
+        if self.resume_mode == "fresh" and self.is_main:  # before the manager's Drive mirror starts
+            self.archived_runs = start_fresh(cfg.out, cfg.drive_dir)
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
+        self.ckpt = CheckpointManager(cfg.out, max_checkpoints=cfg.max_checkpoints,
+                                      google_drive_sync=cfg.google_drive_sync and cfg.drive_dir is not None,
+                                      drive_dir=cfg.drive_dir, best_metric="val_loss")
+        try:
+            resume_state = self._read_resume_state()
+        except BaseException:
+            self.ckpt.close(timeout=0)  # stop the Drive mirror thread of a trainer that will never run
+            raise
         torch.manual_seed(cfg.seed)
         if model is not None:
             from kpop_helpers.text import get_text_encoder
@@ -85,18 +110,20 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(cfg.lr_schedule, cfg.warmup_steps, cfg.steps))
-        self.use_amp = cfg.amp and self.device.type == "cuda"
-        self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp and self.amp_dtype == torch.float16)
+        self.precision = choose_precision(self.device, amp=cfg.amp)
+        logger.info("precision: %s (%s)", self.precision.name, self.precision.reason)
+        self.use_amp, self.amp_dtype = self.precision.autocast, self.precision.dtype
+        # Under Accelerate its prepared optimizer scales the loss; a second scaler would unscale twice.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision.grad_scaler and self.accelerator is None)
         self.ema = EMA(self.model, cfg.ema_decay)
         if self.accelerator is not None:
             self.model, self.optimizer = self.accelerator.prepare(self.model, self.optimizer)
-        self.ckpt = CheckpointManager(cfg.out, max_checkpoints=cfg.max_checkpoints,
-                                      google_drive_sync=cfg.google_drive_sync and cfg.drive_dir is not None,
-                                      drive_dir=cfg.drive_dir, best_metric="val_loss")
         self.step, self.best_val, self.wandb_run_id = 0, math.inf, None
         self.history: list[dict[str, float]] = []
-        self._resume()
+        self.already_finished, self.resumed_checkpoint = False, None
+        self._resumed_loss: float | None = None
+        self._resumed_val: float | None = None
+        self._apply_resume(resume_state)
         self.tracker = tracker if tracker is not None else self._make_tracker()
 
     # ------------------------------------------------------------------ state
@@ -108,17 +135,27 @@ class Trainer:
     def bare_model(self):
         return self.accelerator.unwrap_model(self.model) if self.accelerator else self.model
 
-    def _resume(self) -> None:
-        mode = self.cfg.resume
-        if mode in ("none", "", None):
-            return
-        kwargs = dict(model=self.bare_model, optimizer=self.optimizer, device=self.device)
-        if mode == "auto":
-            state = self.ckpt.load_latest_checkpoint(from_drive=self.cfg.drive_dir is not None, **kwargs)
+    def _read_resume_state(self) -> dict | None:
+        """The checkpoint state to continue (checked against this run's fingerprint), None to start at 0."""
+        if self.resume_mode in ("none", "fresh"):
+            return None
+        # model=None/optimizer=None: read the state without applying it, so the run is checked first.
+        from_drive = self.cfg.drive_dir is not None
+        if self.resume_mode == "auto":
+            state = self.ckpt.load_latest_checkpoint(None, None, device=self.device, from_drive=from_drive)
         else:
-            state = self.ckpt.load_checkpoint(mode, **kwargs)
-        if not state:
+            state = self.ckpt.load_checkpoint(self.cfg.resume, None, None, device=self.device)
+        if state:
+            verify_checkpoint_run(state, self.fingerprint, strict=self.resume_mode == "auto", drive=from_drive)
+        return state or None
+
+    def _apply_resume(self, state: dict | None) -> None:
+        """Load a read checkpoint state into the model, optimizer, EMA, scheduler, scaler and RNGs."""
+        if state is None:
             return
+        self.bare_model.load_state_dict(state["model_state"])
+        if state.get("optimizer_state") is not None:
+            self.optimizer.load_state_dict(state["optimizer_state"])
         extra = state  # the manager merges the extra state into the returned dict
         self.ema.load_state_dict(extra["ema"])
         self.scheduler.load_state_dict(extra["scheduler"])
@@ -129,15 +166,22 @@ class Trainer:
         self.wandb_run_id = extra.get("wandb_run_id")
         self.history = list(extra.get("history", []))
         restore_rng_state(extra["rng_state"])
-        logger.info("resumed from step %d", self.step)
+        self.resumed_checkpoint = Path(state["path"])
+        self._resumed_loss = state.get("loss")
+        self._resumed_val = (state.get("metrics") or {}).get("val_loss")
+        logger.info("resumed from step %d (%s)", self.step, self.resumed_checkpoint.name)
+        if self.step >= self.cfg.steps:
+            self.already_finished = True
+            logger.warning("run already finished at step %d (target %d): nothing to train; raise steps to "
+                           "continue, or resume='fresh' to start over", self.step, self.cfg.steps)
 
     def _make_tracker(self):
         from kpop_helpers.tracking import Tracker
 
         if not self.is_main:
             return None
-        return Tracker(Path(self.cfg.out) / "logs", project=self.cfg.wandb_project,
-                       run_name=Path(self.cfg.out).name,
+        return Tracker(self.log_dir, project=self.cfg.wandb_project,
+                       run_name=self.cfg.run_name or Path(self.cfg.out).name,
                        use_wandb={"auto": "auto", "offline": "offline", "off": False, "on": True}[self.cfg.wandb],
                        config=self.cfg.to_dict(), resume_step=self.step, wandb_run_id=self.wandb_run_id)
 
@@ -211,10 +255,12 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run until cfg.steps, checkpointing every cfg.save_every steps; returns the summary."""
         cfg = self.cfg
-        start, t0, ckpt_time, loss, val = self.step, time.perf_counter(), 0.0, float("nan"), None
+        start, t0, ckpt_time = self.step, time.perf_counter(), 0.0
+        # A finished run trains nothing: it reports what the resumed checkpoint holds.
+        loss = float("nan") if self._resumed_loss is None else float(self._resumed_loss)
+        val, last_ckpt = self._resumed_val, self.resumed_checkpoint
         bar = tqdm(range(self.step, cfg.steps), desc="fine-tune", disable=not self.progress, initial=self.step,
                    total=cfg.steps)
-        last_ckpt = None
         for step in bar:
             loss = self.train_step(step)
             self.step = step + 1
@@ -235,9 +281,10 @@ class Trainer:
                 c0 = time.perf_counter()
                 last_ckpt = self.save(loss, val)
                 ckpt_time += time.perf_counter() - c0
+            if cfg.sample_every > 0 and self.step % cfg.sample_every == 0 and self.step < cfg.steps:
+                self._samples()
         weights = self.export_weights() if self.is_main else None
-        if self.is_main and cfg.sample_prompts:
-            self.render_samples()
+        self._samples()
         wall = time.perf_counter() - t0
         if not self.ckpt.close(timeout=DRIVE_FLUSH_TIMEOUT_S):
             logger.warning("Drive did not catch up within %d s; local checkpoints are complete and the copy "
@@ -249,6 +296,17 @@ class Trainer:
                            weights=str(weights) if weights else None, history=self.history,
                            steps_per_second=done / wall if wall > 0 else 0.0, checkpoint_seconds=ckpt_time,
                            wall_seconds=wall)
+
+    def _samples(self) -> None:
+        """Render the sample GIFs (main process, when there are prompts) and hand them to `on_sample`."""
+        if not self.is_main or not self.cfg.sample_prompts:
+            return
+        paths = self.render_samples()
+        if self.on_sample is not None:
+            try:
+                self.on_sample(self.step, paths)
+            except Exception:  # a display problem in the notebook must not end hours of training
+                logger.warning("on_sample callback failed at step %d", self.step, exc_info=True)
 
     def save(self, loss: float, val: float | None) -> Path | None:
         """Write the whole training state (atomic, Drive-synced)."""
@@ -266,7 +324,7 @@ class Trainer:
             stats={"mean": torch.from_numpy(np.asarray(self.stats.mean, np.float32)),
                    "std": torch.from_numpy(np.asarray(self.stats.std, np.float32))},
             text_encoder=self.encoder.name, wandb_run_id=getattr(self.tracker, "run_id", None),
-            history=self.history)
+            history=self.history, **{FINGERPRINT_KEY: self.fingerprint})
 
     def ema_model(self):
         """A copy of the model holding the EMA weights (used for sampling and export)."""
@@ -325,5 +383,5 @@ def _maybe_accelerator(cfg: TrainConfig, device: torch.device):
         return None
     from accelerate import Accelerator
 
-    mixed = "bf16" if cfg.amp and device.type == "cuda" else "no"
+    mixed = choose_precision(device, amp=cfg.amp).accelerate_mixed_precision
     return Accelerator(mixed_precision=mixed, cpu=device.type == "cpu")
