@@ -22,6 +22,14 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 # Cell metadata worth keeping in git: tags (e.g. "parameters") and Colab's form/collapse state.
 KEEP_CELL_METADATA = ("tags", "cellView", "id")
 DROP_NOTEBOOK_METADATA = ("widgets", "varInspector", "toc")
+# Only fine-tuning asks Colab for a GPU (03 too, for the recovery fine-tune after pruning); the others are CPU
+# work, and a CPU runtime saves the user's GPU quota.
+GPU_NOTEBOOKS = ("02_finetune", "03_compress")
+
+
+def wants_gpu(name: str) -> bool:
+    """True for the notebooks whose runtime type is a GPU (by file name)."""
+    return Path(name).stem in GPU_NOTEBOOKS
 
 
 def strip(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
@@ -40,13 +48,18 @@ def strip(nb: nbformat.NotebookNode, name: str) -> nbformat.NotebookNode:
     colab = meta.setdefault("colab", {})
     colab.setdefault("name", name)
     colab.setdefault("provenance", [])
-    meta["accelerator"] = "GPU"
+    if wants_gpu(name):
+        meta["accelerator"] = "GPU"
+        colab.setdefault("gpuType", "T4")
+    else:
+        meta.pop("accelerator", None)
+        colab.pop("gpuType", None)
     meta["kernelspec"] = dict(KERNELSPEC)
     meta["language_info"] = {"name": "python"}
     return nb
 
 
-def problems(nb: nbformat.NotebookNode) -> list[str]:
+def problems(nb: nbformat.NotebookNode, name: str | None = None) -> list[str]:
     """What keeps `nb` from being a valid, stripped, Colab-ready notebook (empty when fine)."""
     found = []
     try:
@@ -56,8 +69,13 @@ def problems(nb: nbformat.NotebookNode) -> list[str]:
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count") is not None):
             found.append(f"cell {i} has outputs or an execution count")
-    if nb.metadata.get("accelerator") != "GPU" or "colab" not in nb.metadata:
-        found.append("metadata.colab / metadata.accelerator='GPU' missing")
+    name = name or nb.metadata.get("colab", {}).get("name", "")
+    if "colab" not in nb.metadata:
+        found.append("metadata.colab missing")
+    elif wants_gpu(name) and nb.metadata.get("accelerator") != "GPU":
+        found.append("metadata.accelerator='GPU' missing (this notebook fine-tunes)")
+    elif not wants_gpu(name) and "accelerator" in nb.metadata:
+        found.append("metadata.accelerator set: this notebook is CPU work and should not ask Colab for a GPU")
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         found.append("kernelspec is not python3")
     return found
@@ -82,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     for path in notebook_paths(args.paths):
         nb = nbformat.read(path, as_version=nbformat.NO_CONVERT)
         if args.check:
-            issues = problems(nb)
+            issues = problems(nb, path.name)
             if strip(nb, path.name) != nb:
                 issues.append("not stripped (run: python tools/strip_notebooks.py)")
             for issue in issues:
@@ -90,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             status |= bool(issues)
             continue
         stripped = strip(nb, path.name)
-        issues = problems(stripped)
+        issues = problems(stripped, path.name)
         if issues:
             print(f"{path}: {'; '.join(issues)}", file=sys.stderr)
             status = 1

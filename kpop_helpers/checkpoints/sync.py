@@ -28,7 +28,7 @@ from kpop_helpers.checkpoints.atomic import (
     MANIFEST_NAME, ChecksumError, SourceFileError, atomic_write_bytes, copy_verified, delete_checkpoint,
     remove_stale_temp_files, scan_checkpoints, split_retention,
 )
-from kpop_helpers.colab import DRIVE_MOUNT_POINT, default_drive_dir, drive_mounted, in_colab, mount_drive
+from kpop_helpers.colab import default_drive_dir, drive_mount_point, drive_mounted, in_colab, mount_drive
 
 log = logging.getLogger("kpop_helpers.checkpoints")
 
@@ -268,9 +268,10 @@ def resolve_drive_dir(enabled: bool, drive_dir: str | Path | None, run_name: str
                 log.warning("could not mount Google Drive (%s); checkpoints stay local until it is mounted", exc)
         drive_dir = default_drive_dir(run_name)
     drive_dir = Path(drive_dir).expanduser().absolute()
+    mount_point = drive_mount_point()
     try:
-        relative = drive_dir.relative_to(DRIVE_MOUNT_POINT)
-        return drive_dir, DRIVE_MOUNT_POINT / relative.parts[0] if relative.parts else DRIVE_MOUNT_POINT
+        relative = drive_dir.relative_to(mount_point)
+        return drive_dir, mount_point / relative.parts[0] if relative.parts else mount_point
     except ValueError:
         pass
     anchor = drive_dir

@@ -2,16 +2,21 @@
 
 prepare_assets -> prepare_data -> finetune -> compress -> compress_and_export -> run_benchmark ->
 render_previews -> write_report. Every stage shows a progress bar, returns a small dataclass and stores it as
-`<stage folder>/result.json`, so a later notebook finds an earlier one's outputs (`ensure_*` recreate
-missing ones, smoke-size by default). `smoke=True` shrinks every stage to CI size.
+`<stage folder>/result.json`, so a later notebook finds an earlier one's outputs in the shared work folder
+(Drive in Colab). `ensure_*` find them (or restore the EMA weights from the newest checkpoint) and otherwise stop
+with MissingStageOutput naming the file and the notebook that makes it; only `smoke=True` (CI size) trains a
+stand-in.
 """
 
-from kpop_helpers.pipeline.common import load_result, markdown_table, save_result, stage_progress
+from kpop_helpers.pipeline.common import MissingStageOutput, load_result, markdown_table, save_result, stage_progress
 from kpop_helpers.pipeline.edge_stages import (
     compress, compress_and_export, edge_config_path, ensure_export, export_rows, find_edge_config, run_benchmark,
     write_edge_config,
 )
-from kpop_helpers.pipeline.previews import compare_variants, ensure_previews, load_previews, render_previews
+from kpop_helpers.pipeline.handoff import finish_notebook, package_results, upload_clips, write_run_report
+from kpop_helpers.pipeline.previews import (
+    compare_variants, ensure_previews, load_previews, onnx_variants, render_previews, show_dances,
+)
 from kpop_helpers.pipeline.report import write_report
 from kpop_helpers.pipeline.results import (
     AssetsResult, BenchmarkResult, CompressionResult, DataResult, ExportResult, FinetuneResult, PreviewResult,
@@ -20,10 +25,14 @@ from kpop_helpers.pipeline.settings import (
     DEMO_PROMPTS, FULL, SMOKE, PipelineSettings, WorkDirs, resolve_work_dir, settings_for, training_steps,
 )
 from kpop_helpers.pipeline.training import (
-    BaseModel, base_model, ensure_data, ensure_weights, finetune, prepare_assets, prepare_data,
+    BaseModel, base_model, ensure_data, ensure_weights, finetune, finetune_run, prepare_assets, prepare_data,
+    prepare_own_data, recorded_base_model, restore_weights,
 )
 
 __all__ = [
+    "MissingStageOutput", "finetune_run", "finish_notebook", "onnx_variants", "package_results",
+    "prepare_own_data", "recorded_base_model", "restore_weights", "show_dances", "upload_clips",
+    "write_run_report",
     "DEMO_PROMPTS", "FULL", "SMOKE", "AssetsResult", "BaseModel", "BenchmarkResult", "CompressionResult",
     "DataResult", "ExportResult", "FinetuneResult", "PipelineSettings", "PreviewResult", "WorkDirs", "base_model",
     "compare_variants", "compress", "compress_and_export", "edge_config_path", "ensure_data", "ensure_export",

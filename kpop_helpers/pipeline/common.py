@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,35 @@ from kpop_helpers.utils import atomic_write_text
 
 RESULT_FILE = "result.json"
 T = TypeVar("T")
+
+
+class MissingStageOutput(FileNotFoundError):
+    """A stage's input is missing: names the file and the notebook (same RUN_NAME) that makes it."""
+
+    def __init__(self, missing: str | Path, made_by: str, run_name: str | None = None, detail: str = ""):
+        run = f" with RUN_NAME = {run_name!r}" if run_name else ""
+        super().__init__(f"{missing} is missing: it is made by notebook {made_by}. Run {made_by}{run} first "
+                         f"(every notebook of a run must use the same RUN_NAME){'; ' + detail if detail else ''}.")
+        self.missing, self.made_by = Path(missing), made_by
+
+
+def publish(files: Sequence[str | Path], folder: str | Path) -> list[Path]:
+    """Copy finished files into `folder` (the Drive work folder) atomically; returns the copies' paths."""
+    import shutil
+
+    target = Path(folder)
+    target.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for source in map(Path, files):
+        dest = target / source.name
+        if source.resolve() == dest.resolve():
+            copies.append(dest)
+            continue
+        temp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+        shutil.copyfile(source, temp)
+        os.replace(temp, dest)  # a half-copied file never carries the final name
+        copies.append(dest)
+    return copies
 
 
 class StageProgress:

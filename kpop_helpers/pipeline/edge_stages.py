@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 
 from kpop_helpers.config import EdgeConfig
-from kpop_helpers.pipeline.common import json_ready, load_result, markdown_table, save_result, stage_progress
+from kpop_helpers.pipeline.common import (
+    MissingStageOutput, json_ready, load_result, markdown_table, publish, save_result, stage_progress,
+)
 from kpop_helpers.pipeline.results import BenchmarkResult, CompressionResult, ExportResult
 from kpop_helpers.pipeline.settings import DEMO_PROMPTS, PipelineSettings, WorkDirs, settings_for
 from kpop_helpers.utils import atomic_write_text
@@ -104,9 +106,11 @@ def _fp16_runner(model):
 
 
 def compress(weights_path: str | Path, out_dir: str | Path, *, config_path: str | Path | None = None, smoke: bool,
-             train_data: str | Path | None = None, progress: bool = True) -> CompressionResult:
+             train_data: str | Path | None = None, scratch_dir: str | Path | None = None,
+             progress: bool = True) -> CompressionResult:
     """Compress the model in memory as edge_config.json asks (torch int8, fp16, pruning with recovery) and
-    measure each variant and few-step DDIM against the fp32 model on the same prompts and noise."""
+    measure each variant and few-step DDIM against the fp32 model on the same prompts and noise.
+    scratch_dir: where the recovery fine-tune keeps its checkpoints (default: out_dir)."""
     from kpop_helpers.compress import (
         GenerationSetup, count_parameters, few_step_errors, generate_joints, measure_variant, prune_model,
         quantize_torch_int8, recovery_finetune, torch_state_size_bytes,
@@ -156,7 +160,7 @@ def compress(weights_path: str | Path, out_dir: str | Path, *, config_path: str 
             rows.append(row(f"pruned_{p.kind}", pruned, torch_runner(pruned.eval()), report.note or "before recovery"))
             bar.next()
             if p.kind != "unstructured" and p.recovery_steps > 0 and train_data is not None:
-                tuned, _ = recovery_finetune(pruned, recovery_train_config(train_data, out / "recovery", s),
+                tuned, _ = recovery_finetune(pruned, recovery_train_config(train_data, Path(scratch_dir or out) / "recovery", s),
                                              steps=p.recovery_steps, stats=model.stats, progress=progress)
                 tuned = tuned.cpu().eval()
                 rows.append(row(f"pruned_{p.kind} + {p.recovery_steps} recovery steps", tuned, torch_runner(tuned)))
@@ -200,9 +204,10 @@ def export_rows(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def compress_and_export(weights_path: str | Path, export_dir: str | Path, *, config_path: str | Path | None = None,
                         smoke: bool, train_data: str | Path | None = None, formats: list[str] | None = None,
-                        progress: bool = True) -> ExportResult:
+                        scratch_dir: str | Path | None = None, progress: bool = True) -> ExportResult:
     """Write the edge folder (ONNX fp32/int8/fp16/pruned, TorchScript, text encoder, Mean/Std, manifest.json with
-    parity numbers and errors) as edge_config.json asks; `train_data` enables recovery after pruning."""
+    parity numbers and errors) as edge_config.json asks; `train_data` enables recovery after pruning, whose
+    checkpoints go to `scratch_dir` (default: beside the export)."""
     from kpop_helpers.export import ModelExporter
 
     s, out = settings_for(smoke), Path(export_dir)
@@ -210,7 +215,7 @@ def compress_and_export(weights_path: str | Path, export_dir: str | Path, *, con
     with stage_progress("compress + export", ["load", "export", "tables"], progress) as bar:
         recovery = None
         if train_data is not None and cfg.pruning.enabled and cfg.pruning.recovery_steps > 0:
-            recovery = recovery_train_config(train_data, out.parent / f"{out.name}_recovery", s)
+            recovery = recovery_train_config(train_data, Path(scratch_dir or out.parent) / f"{out.name}_recovery", s)
         exporter = ModelExporter(weights_path, used, train_config=recovery, progress=progress)
         exporter.load_model()
         bar.next()
@@ -229,19 +234,23 @@ def compress_and_export(weights_path: str | Path, export_dir: str | Path, *, con
 
 
 def run_benchmark(export_dir: str | Path, model_path: str | Path, out_dir: str | Path, *, smoke: bool,
-                  reference_data: str | Path | None = None, draws: int = 1, progress: bool = True) -> BenchmarkResult:
+                  reference_data: str | Path | None = None, draws: int = 1, scratch_dir: str | Path | None = None,
+                  progress: bool = True) -> BenchmarkResult:
     """Run the one-protocol benchmark (kpop_helpers.bench) on the fp32 model and every exported artifact;
     smoke: 3 prompts, short dances, one thread, few timed steps.
 
     reference_data: held-out clips for the quality metrics (default: the sample set's val split, built in out_dir).
     draws: noise draws of the quality set; scores become the mean over draws with their spread (each draw costs
     one more pass of the full-schedule reference, the longest part of the run).
+    scratch_dir: where the benchmark runs with its caches and reference noise (large, rebuildable); the tables
+    and plots are then copied to out_dir (default: run in out_dir).
     """
     from kpop_helpers.bench import DEFAULT_PROMPTS, BenchConfig
     from kpop_helpers.bench import run_benchmark as bench_run
     from kpop_helpers.edge.manifest import read_manifest
 
-    s, out = settings_for(smoke), Path(out_dir)
+    s, final = settings_for(smoke), Path(out_dir)
+    out = Path(scratch_dir) if scratch_dir is not None else final
     options = dict(s.bench)
     count = int(options.pop("prompts_count"))
     max_frames = int(read_manifest(export_dir)["model_config"].get("max_frames", 196))
@@ -259,26 +268,31 @@ def run_benchmark(export_dir: str | Path, model_path: str | Path, out_dir: str |
     with stage_progress("benchmark", ["measure", "report"], progress) as bar:
         results = bench_run(config)
         bar.next()
-        plots = [str(out / name) for name in ("pareto.png", "latency.png", "sizes.png") if (out / name).is_file()]
+        plots = [name for name in ("pareto.png", "latency.png", "sizes.png") if (out / name).is_file()]
+        tables = [name for name in ("results.json", "results.md", "results.csv") if (out / name).is_file()]
+        publish([out / name for name in tables + plots], final)
         bar.next()
     rows = results.get("rows", [])
-    result = BenchmarkResult(out_dir=str(out), results_json=str(out / "results.json"),
-                             results_md=str(out / "results.md"), plots=plots, rows=len(rows),
+    result = BenchmarkResult(out_dir=str(final), results_json=str(final / "results.json"),
+                             results_md=str(final / "results.md"), plots=[str(final / p) for p in plots], rows=len(rows),
                              errors=sum(1 for r in rows if r.get("error")), seconds=bar.seconds)
     save_result(result, out)
     return result
 
 
-def ensure_export(work: WorkDirs, *, smoke: bool = True, config_path: str | Path | None = None,
+def ensure_export(work: WorkDirs, *, smoke: bool = False, config_path: str | Path | None = None,
                   progress: bool = True) -> ExportResult:
-    """The edge folder of an earlier run (notebook 04 or the demo), or a fresh one (smoke-size by default)."""
+    """The edge folder 04_export wrote in this work folder; missing: a fresh one under `smoke` only, else
+    MissingStageOutput naming manifest.json and 04_export."""
     from kpop_helpers.pipeline.training import ensure_data, ensure_weights
 
     found = load_result(ExportResult, work.export)
     if found is not None and Path(found.manifest).is_file():
         return found
-    logger.warning("no export in %s: exporting now", work.export)
+    if not smoke:
+        raise MissingStageOutput(work.export / "manifest.json", "04_export", work.run_name)
+    logger.warning("no export in %s: exporting the smoke-size model now (SMOKE only)", work.export)
     weights = ensure_weights(work, smoke=smoke, progress=progress)
     data = ensure_data(work, smoke=smoke, progress=progress)
     return compress_and_export(weights.weights, work.export, config_path=config_path, smoke=smoke,
-                               train_data=data.train, progress=progress)
+                               train_data=data.train, scratch_dir=work.local, progress=progress)

@@ -16,7 +16,6 @@ from kpop_helpers.utils import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 REFERENCE_NAME = "fp32 (PyTorch)"
-DEFAULT_VARIANTS = ("int8", "pruned_ffn")
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
@@ -47,11 +46,20 @@ def _sampling(export_dir: Path | None) -> dict[str, Any]:
     return {"sampler": default.sampler, "steps": default.steps, "guidance": default.guidance}
 
 
+def onnx_variants(export_dir: str | Path) -> tuple[str, ...]:
+    """Every ONNX Runtime variant of an export, in manifest order (fp32, int8, fp16, every pruning kind...)."""
+    from kpop_helpers.edge import read_manifest
+
+    return tuple(name for name, entry in read_manifest(Path(export_dir))["variants"].items()
+                 if entry.get("runtime") == "onnxruntime")
+
+
 def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames: int,
-                     variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0) -> dict[str, np.ndarray]:
-    """Joints [T,22,3] of one prompt from the fp32 PyTorch model and each exported ONNX variant (edge runtime),
-    all with the export's sampler, the same text embedding and the same noise (initial and, for DDPM, per
-    step: numpy's default_rng(seed) on both sides); variants missing from the export are skipped."""
+                     variants: tuple[str, ...] | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Joints [T,22,3] of one prompt from the fp32 PyTorch model and each exported ONNX variant (edge runtime;
+    None: every ONNX Runtime variant of the export), all with the export's sampler, the same text embedding and
+    the same noise (initial and, for DDPM, per step: numpy's default_rng(seed) on both sides); variants missing
+    from the export are skipped."""
     from kpop_helpers.compress.errors import GenerationSetup, generate_joints
     from kpop_helpers.edge import EdgeGenerator, read_manifest
     from kpop_helpers.export.parity import torch_runner
@@ -66,7 +74,7 @@ def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames:
                             schedule=str(model.cfg.noise_schedule), **sampling)
     motions = {REFERENCE_NAME: generate_joints(torch_runner(model), setup)[0].astype(np.float32)}
     available = read_manifest(export_dir)["variants"]
-    for name in variants:
+    for name in (onnx_variants(export_dir) if variants is None else variants):
         if available.get(name, {}).get("runtime") != "onnxruntime":
             logger.info("variant %r is not an ONNX Runtime artifact of %s; skipped", name, export_dir)
             continue
@@ -78,10 +86,11 @@ def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames:
 
 def render_previews(model_or_weights: Any, out_dir: str | Path, prompts: list[str] | tuple[str, ...], *,
                     smoke: bool, export_dir: str | Path | None = None,
-                    variants: tuple[str, ...] = DEFAULT_VARIANTS, seed: int = 0,
+                    variants: tuple[str, ...] | None = None, seed: int = 0,
                     progress: bool = True) -> PreviewResult:
     """A GIF per prompt from the fine-tuned model and, with `export_dir`, a side-by-side GIF of fp32 vs the
-    exported variants (same prompt, same noise); joints go to motions.npz / comparison.npz."""
+    exported variants (every ONNX Runtime variant unless `variants` names some; same prompt, same noise);
+    joints go to motions.npz / comparison.npz."""
     from kpop_helpers.generate import generate
     from kpop_helpers.viz import compare, save_gif
 
@@ -136,9 +145,10 @@ def load_previews(out_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
     return dances, variants
 
 
-def ensure_previews(work: WorkDirs, prompts: list[str] | tuple[str, ...], *, smoke: bool = True,
+def ensure_previews(work: WorkDirs, prompts: list[str] | tuple[str, ...], *, smoke: bool = False,
                     progress: bool = True) -> PreviewResult:
-    """The previews of an earlier run, or fresh ones (the model and export are recreated smoke-size if missing)."""
+    """The previews of an earlier run, or fresh ones from this work folder's model and export (which must exist
+    outside `smoke`)."""
     from kpop_helpers.pipeline.edge_stages import ensure_export
     from kpop_helpers.pipeline.training import ensure_weights
 
@@ -150,3 +160,18 @@ def ensure_previews(work: WorkDirs, prompts: list[str] | tuple[str, ...], *, smo
     return render_previews(weights.weights, work.previews, prompts, smoke=smoke, export_dir=export.export_dir,
                            progress=progress)
 
+
+def show_dances(gifs: list[str] | tuple[str, ...] | str) -> None:
+    """Show GIFs inline (works where widgets do not render: Colab without the custom widget manager, GitHub,
+    exported HTML); prints the paths outside a notebook."""
+    paths = [gifs] if isinstance(gifs, (str, Path)) else list(gifs)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:
+        get_ipython = None
+    if get_ipython is None or get_ipython() is None:
+        print("dances:", ", ".join(map(str, paths)))
+        return
+    for path in paths:
+        display(Image(filename=str(path)))

@@ -20,6 +20,7 @@ class AssetsResult:
     versions: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    base_model: str = "scratch"  # what 02_finetune starts from: "official" or "scratch"
 
 
 @dataclass
@@ -59,6 +60,9 @@ class FinetuneResult:
     history: str  # history.json
     curve: str | None  # training_curve.png
     drive_dir: str | None = None
+    already_finished: bool = False  # the run had reached `step` before this call: nothing was trained
+    stand_in: bool = False  # a SMOKE-only stand-in trained because 02_finetune's model was missing
+    log_dir: str | None = None  # TensorBoard logs
 
 
 @dataclass

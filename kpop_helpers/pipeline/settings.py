@@ -10,12 +10,15 @@ earlier one wrote::
     <work>/benchmark/    results.json, results.md, results.csv, pareto/latency/sizes.png, result.json
     <work>/previews/     one GIF per prompt, motions.npz, comparison.gif/.npz, result.json
     <work>/report.md
+
+In Colab the work folder is MyDrive/kpop_work/<RUN_NAME> on Google Drive, because every notebook runs on its own
+machine and Drive is the only disk they share; large rebuildable scratch (training checkpoints before their Drive
+copy, benchmark caches, the reference noise) stays on the runtime's local disk (/content/kpop_scratch/<RUN_NAME>).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,9 +85,22 @@ def training_steps(steps: int | None, smoke: bool) -> int:
 
 @dataclass(frozen=True)
 class WorkDirs:
-    """The folders of one work folder (see the module docstring)."""
+    """The folders of one work folder (see the module docstring).
+
+    root: the shared work folder (in Colab: MyDrive/kpop_work/<run name>, the only disk notebooks share).
+    scratch: large, rebuildable files that need not survive the runtime (training checkpoints before their Drive
+    copy, benchmark caches and reference noise); the same as root outside Colab.
+    """
 
     root: Path
+    scratch: Path | None = None
+    on_drive: bool = False
+    run_name: str | None = None
+
+    @property
+    def local(self) -> Path:
+        """The scratch folder (root when none was set)."""
+        return self.scratch if self.scratch is not None else self.root
 
     @property
     def data(self) -> Path:
@@ -93,6 +109,11 @@ class WorkDirs:
     @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
+
+    @property
+    def train_dir(self) -> Path:
+        """Where the trainer writes checkpoints: local scratch mirrored to `checkpoints` on Drive, else `checkpoints`."""
+        return self.local / "checkpoints" if self.on_drive else self.checkpoints
 
     @property
     def compress(self) -> Path:
@@ -105,6 +126,11 @@ class WorkDirs:
     @property
     def benchmark(self) -> Path:
         return self.root / "benchmark"
+
+    @property
+    def bench_scratch(self) -> Path:
+        """The benchmark's caches and reference noise (large, rebuildable)."""
+        return self.local / "benchmark" if self.on_drive else self.benchmark
 
     @property
     def previews(self) -> Path:
@@ -120,17 +146,32 @@ class WorkDirs:
         return self.checkpoints / "model_ema.safetensors"
 
 
-def resolve_work_dir(work_dir: str | Path | None = None) -> WorkDirs:
-    """The notebooks' work folder: `work_dir` if given, else $KPOP_WORK_DIR, else /content/kpop_work in Colab,
-    else outputs/nb of the checkout (a notebook kernel starts in notebooks/, so its parent is used)."""
+def resolve_work_dir(work_dir: str | Path | None = None, run_name: str | None = None) -> WorkDirs:
+    """The notebooks' work folder: `work_dir` if given, else $KPOP_WORK_DIR; in Colab MyDrive/kpop_work/<run_name>
+    (mounting Drive; if that fails, /content/kpop_work/<run_name> with a warning); else outputs/nb of the checkout
+    (a notebook kernel starts in notebooks/, so its parent is used)."""
+    from kpop_helpers.colab import DEFAULT_RUN_NAME, content_root, drive_work_dir, in_colab, mount_drive, safe_run_name
+
+    run = safe_run_name(run_name or DEFAULT_RUN_NAME)
     chosen = str(work_dir or "").strip() or os.environ.get("KPOP_WORK_DIR", "").strip()
+    scratch, on_drive = None, False
     if chosen:
         root = Path(chosen).expanduser()
-    elif "google.colab" in sys.modules:
-        root = Path("/content/kpop_work")
+    elif in_colab():
+        scratch = content_root() / "kpop_scratch" / run
+        if mount_drive() is not None:
+            root, on_drive = drive_work_dir(run), True
+        else:
+            root = content_root() / "kpop_work" / run
+            print(f"WARNING: Drive is not mounted: the work folder is {root} on this runtime's disk. It vanishes "
+                  "with the runtime, and the other notebooks (each on its own machine) will not see it.")
     else:
         here = Path.cwd()
         root = (here.parent if here.name == "notebooks" else here) / "outputs" / "nb"
-    root = root.resolve()
+    # absolute, not resolve: the Drive path must keep its /content/drive/MyDrive prefix (the Drive sync anchors on it)
+    root = root.absolute() if on_drive else root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    return WorkDirs(root)
+    if scratch is not None:
+        scratch = scratch.resolve()
+        scratch.mkdir(parents=True, exist_ok=True)
+    return WorkDirs(root, scratch=scratch, on_drive=on_drive, run_name=run)
