@@ -1,8 +1,10 @@
 """Download and verify the official MDM checkpoints and the HumanML3D normalisation statistics.
 
-Downloads resume with HTTP Range after an interruption, check size and sha256 when known, land
-atomically (`<file>.part` then os.replace) and unpack zips safely. Without a connection the error
-says what to download by hand and where to put it. Default cache: $KPOP_CACHE_DIR, else
+Google Drive files go through gdown first when it is importable (Colab preinstalls it; it gets past
+Drive's confirmation page), then through urllib. urllib downloads resume with HTTP Range after an
+interruption; both check size and sha256 when known, land atomically (`<file>.part` then os.replace)
+and zips are unpacked safely. When every way fails the error says which page to open, what to save
+where, and how to go on without the file. Default cache: $KPOP_CACHE_DIR, else
 ~/.cache/kpop_helpers/pretrained (in Colab pass a Drive folder so it survives the session).
 """
 
@@ -30,10 +32,23 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 _USER_AGENT = "kpop-helpers/0.1"
+_HTML_START = (b"<!doctype html", b"<html")
+# What Drive says when it will not hand out a file right now (gdown quotes it in its exceptions).
+_QUOTA_WORDS = ("too many users", "many accesses", "quota", "can't scan", "cannot scan", "virus scan")
+FROM_SCRATCH = ("Or continue from scratch: set OFFICIAL_MDM = 'no' in 01_setup / BASE_MODEL = 'scratch' in "
+                "02_finetune.")
 
 
 class DownloadError(RuntimeError):
     """A download failed (offline, server error, Google Drive quota page); the message says how to do it by hand."""
+
+
+class QuotaPageError(DownloadError):
+    """The server sent a web page instead of the file (Google Drive's quota or virus-scan confirmation page)."""
+
+
+class GdownUnavailable(DownloadError):
+    """gdown is not installed: the urllib path is used instead."""
 
 
 def gdrive_url(file_id: str) -> str:
@@ -72,6 +87,8 @@ class Asset:
     # sha256 of unpacked files as reported by third parties: a mismatch only warns.
     reported_sha256: dict[str, str] = field(default_factory=dict)
     validate: Callable[[Path], None] | None = None
+    gdrive_id: str | None = None  # set for Google Drive files: gdown is tried before `url`
+    way_on: str = ""  # what a user can do without this file, appended to the final error
 
 
 _MDM_REPO = "https://github.com/GuyTevet/motion-diffusion-model#3-download-the-pretrained-models"
@@ -86,6 +103,8 @@ ASSETS: dict[str, Asset] = {
         filename="humanml_trans_enc_512.zip",
         description="MDM paper model, HumanML3D, trans_enc 512, 1000 diffusion steps (model000475000.pt)",
         page=gdrive_page("1PE0PK8e5a5j-7-Xhs5YET5U5pGh0c821"),
+        gdrive_id="1PE0PK8e5a5j-7-Xhs5YET5U5pGh0c821",
+        way_on=FROM_SCRATCH,
         extract=True,
         provides=("humanml_trans_enc_512/model000475000.pt", "humanml_trans_enc_512/args.json"),
     ),
@@ -95,6 +114,8 @@ ASSETS: dict[str, Asset] = {
         filename="humanml_enc_512_50steps.zip",
         description="MDM 50-step model, HumanML3D, trans_enc 512, --mask_frames --use_ema (model000750000.pt)",
         page=gdrive_page("1cfadR1eZ116TIdXK7qDX1RugAerEiJXr"),
+        gdrive_id="1cfadR1eZ116TIdXK7qDX1RugAerEiJXr",
+        way_on=FROM_SCRATCH,
         extract=True,
         provides=("humanml_enc_512_50steps/model000750000.pt", "humanml_enc_512_50steps/args.json"),
         reported_sha256={"humanml_enc_512_50steps/model000750000.pt":
@@ -149,21 +170,23 @@ def _stream_once(url: str, part: Path, timeout: float, progress: bool, label: st
         if offset and status != 206:  # server ignored Range: start over
             offset = 0
         content_type = response.headers.get("Content-Type", "") or ""
-        if content_type.startswith("text/html") and not url.endswith((".html", ".htm")):
-            raise DownloadError(f"{url} answered with a web page instead of the file (Google Drive quota or "
-                                "confirmation page?)")
+        first = response.read(_CHUNK)
+        # sniff only a body that starts at byte 0: a resumed range is the middle of the file
+        if not url.endswith((".html", ".htm")) and (content_type.startswith("text/html")
+                                                     or (offset == 0 and _is_html(first))):
+            raise QuotaPageError(f"{url} answered with a web page instead of the file (for Google Drive: its "
+                                 "download-quota or virus-scan confirmation page)")
         length = response.headers.get("Content-Length")
         total = _content_range_total(response.headers.get("Content-Range")) if status == 206 else None
         if total is None and length is not None:
             total = offset + int(length)
         with open(part, "ab" if offset else "wb") as fh, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
                                                             desc=label, disable=not progress, leave=False) as bar:
-            while True:
-                block = response.read(_CHUNK)
-                if not block:
-                    break
+            block = first
+            while block:
                 fh.write(block)
                 bar.update(len(block))
+                block = response.read(_CHUNK)
             fh.flush()
             os.fsync(fh.fileno())
     return total
@@ -200,9 +223,9 @@ def download_file(url: str, dest: str | Path, *, sha256: str | None = None, size
         _verify(part, url, sha256, size)
         os.replace(part, dest)
         return dest
-    hint = manual_hint or f"Download {url} by hand and put it at {dest}."
-    raise DownloadError(f"could not download {url} ({last_error}). {hint} The partial file {part} is kept; "
-                        "running again resumes it.")
+    hint = manual_hint if manual_hint is not None else f"Download {url} by hand and put it at {dest}."
+    raise DownloadError(f"could not download {url} ({last_error}). {hint + ' ' if hint else ''}The partial "
+                        f"file {part} is kept; running again resumes it.")
 
 
 def _verify(part: Path, url: str, sha256: str | None, size: int | None) -> None:
@@ -218,13 +241,91 @@ def _verify(part: Path, url: str, sha256: str | None, size: int | None) -> None:
                             expected=f"sha256 {sha256}")
 
 
+def _is_html(head: bytes) -> bool:
+    return head.lstrip()[:64].lower().startswith(_HTML_START)
+
+
 def _manual_hint(asset: Asset, cache: Path) -> str:
     where = cache / asset.filename
-    text = f"Download '{asset.name}' by hand from {asset.page} and put it at {where}"
+    text = (f"Download '{asset.name}' by hand: open {asset.page}, download {where.name} and put it in the folder "
+            f"{where.parent} (so that it is {where}")
     if asset.extract:
         inside = ", ".join(str(cache / p) for p in asset.provides)
-        text += f" (or unzip it there so that {inside} exist)"
-    return text + ", then run again."
+        text += f"; or unzip it there so that {inside} exist"
+    text += "), then run again."
+    known = []
+    if asset.size is not None:
+        known.append(f"{asset.size} bytes")
+    if asset.sha256:
+        known.append(f"sha256 {asset.sha256}")
+    return text + (f" Expected: {', '.join(known)}." if known else "")
+
+
+def _gdown_download(file_id: str, output: Path, progress: bool) -> None:
+    """Fetch a Google Drive file with gdown into `output`; GdownUnavailable when gdown is not installed."""
+    try:
+        import gdown
+    except ImportError as exc:
+        raise GdownUnavailable("not installed") from exc
+    if not gdown.download(id=file_id, output=str(output), quiet=not progress):
+        raise DownloadError("returned no file")
+
+
+def _via_gdown(asset: Asset, dest: Path, progress: bool) -> Path:
+    """gdown into `<dest>.part`, then the same checks and atomic rename as download_file."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _gdown_download(str(asset.gdrive_id), part, progress)
+    except DownloadError:
+        raise
+    except Exception as exc:  # gdown raises its own errors (FileURLRetrievalError, requests errors, ...)
+        quota = any(word in str(exc).lower() for word in _QUOTA_WORDS)
+        raise (QuotaPageError if quota else DownloadError)(f"{type(exc).__name__}: {exc}") from exc
+    finally:  # gdown writes a temporary '<output>XXXXtmp' beside `output` and leaves it behind when it fails
+        for leftover in part.parent.glob(f"{part.name}*tmp"):
+            leftover.unlink(missing_ok=True)
+    if not part.is_file():
+        raise DownloadError(f"reported success but wrote no {part}")
+    with open(part, "rb") as fh:
+        if _is_html(fh.read(512)):
+            part.unlink()
+            raise QuotaPageError("saved a web page instead of the file (Drive's download-quota or virus-scan "
+                                 "confirmation page)")
+    _verify(part, gdrive_page(str(asset.gdrive_id)), asset.sha256, asset.size)
+    os.replace(part, dest)
+    return dest
+
+
+def _download_asset(asset: Asset, cache: Path, dest: Path, download_kw: dict[str, Any]) -> None:
+    """gdown (Drive files), then urllib; one DownloadError with the manual steps when both fail."""
+    failures: list[str] = []
+    quota = False
+    if asset.gdrive_id:
+        try:
+            _via_gdown(asset, dest, bool(download_kw.get("progress", True)))
+            return
+        except DownloadError as exc:
+            logger.info("gdown could not fetch %s (%s); trying a direct download", asset.name, exc)
+            failures.append(f"gdown: {exc}")
+            quota |= isinstance(exc, QuotaPageError)
+    if asset.url is not None:
+        try:
+            download_file(asset.url, dest, sha256=asset.sha256, size=asset.size, manual_hint="", **download_kw)
+            return
+        except DownloadError as exc:
+            failures.append(f"direct download: {exc}")
+            quota |= isinstance(exc, QuotaPageError)
+    else:
+        failures.append("direct download: no download URL is recorded")
+    text = f"could not download '{asset.name}' ({asset.description}).\n" + "".join(f"  - {f}\n" for f in failures)
+    if quota:
+        text += ("Google Drive answered with its download-quota / virus-scan confirmation page (\"Too many users "
+                 "have viewed or downloaded this file recently\" or \"Google Drive can't scan this file for "
+                 "viruses\"), not with the file: the automatic download is refused for now; downloading it in the "
+                 "browser usually still works, or try again later.\n")
+    text += _manual_hint(asset, cache) + (f"\n{asset.way_on}" if asset.way_on else "")
+    raise (QuotaPageError if quota else DownloadError)(text)
 
 
 def extract_zip(archive: Path, target: Path) -> list[Path]:
@@ -280,10 +381,7 @@ def fetch_asset(name_or_asset: str | Asset, cache_dir: str | Path | None = None,
         _validate(asset, dest)
         return dest
     if force or not dest.is_file():
-        if asset.url is None:
-            raise DownloadError(f"no download URL is recorded for '{asset.name}'. {_manual_hint(asset, cache)}")
-        download_file(asset.url, dest, sha256=asset.sha256, size=asset.size,
-                      manual_hint=_manual_hint(asset, cache), **download_kw)
+        _download_asset(asset, cache, dest, download_kw)
     if not asset.extract:
         _validate(asset, dest)
         return dest

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import re
+import shutil
 import socket
 import threading
+import urllib.request
 import zipfile
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,16 +18,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import kpop_helpers.pretrained as pretrained
 from kpop_helpers.data import DataError
 from kpop_helpers.pretrained import (
     ASSETS,
+    FROM_SCRATCH,
     Asset,
     DownloadError,
+    GdownUnavailable,
+    QuotaPageError,
     download_file,
     extract_zip,
     fetch_asset,
     fetch_humanml_stats,
     fetch_mdm_checkpoint,
+    gdrive_page,
 )
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB, not a multiple of the read chunk boundaries below
@@ -89,6 +97,16 @@ class FileServer:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_real_gdown(monkeypatch):
+    """Google Drive is never reached from tests: gdown counts as missing unless a test brings its own."""
+
+    def missing(file_id: str, output: Path, progress: bool) -> None:
+        raise GdownUnavailable("not installed")
+
+    monkeypatch.setattr(pretrained, "_gdown_download", missing)
 
 
 @pytest.fixture
@@ -168,6 +186,8 @@ def test_offline_error_says_what_to_download_and_where(tmp_path):
     text = str(info.value)
     assert asset.page in text and str(tmp_path / asset.filename) in text
     assert str(tmp_path / "humanml_trans_enc_512" / "model000475000.pt") in text
+    assert "gdown: not installed" in text and "direct download: could not download" in text
+    assert text.endswith(FROM_SCRATCH) and "quota" not in text
     with pytest.raises(DownloadError, match="no download URL"):
         fetch_asset(replace(asset, url=None), tmp_path)
 
@@ -234,3 +254,111 @@ def test_registry_names_the_official_assets():
     assert any(p.endswith("model000475000.pt") for p in ASSETS["humanml_trans_enc_512"].provides)
     with pytest.raises(DataError, match="unknown asset"):
         fetch_asset("humanml_trans_dec_512", "/nonexistent")
+
+
+# --- Google Drive: gdown first, urllib second, then the manual steps ---------------------------------------
+
+
+def gdown_from(server: FileServer, calls: list, leftover: bool = False):
+    """A stand-in for gdown.download that serves Drive ids from the local server (`drive/<id>`), as gdown
+    would: into a temporary file beside `output`, moved onto `output` when complete."""
+
+    def download(file_id: str, output: Path, progress: bool) -> None:
+        calls.append((file_id, output, progress))
+        temp = output.with_name(output.name + "x1y2tmp")
+        if leftover:
+            temp.write_bytes(b"half")
+        with urllib.request.urlopen(server.url(f"drive/{file_id}"), timeout=5) as response, open(temp, "wb") as fh:
+            shutil.copyfileobj(response, fh)
+        temp.replace(output)
+
+    return download
+
+
+def drive_asset(server: FileServer, **kw) -> Asset:
+    fields = dict(name="drive-file", url=server.url("direct.bin"), filename="model.bin", description="a Drive file",
+                  page=gdrive_page("ID123"), gdrive_id="ID123", way_on=FROM_SCRATCH)
+    return Asset(**{**fields, **kw})
+
+
+def test_gdown_is_tried_first_and_its_file_is_verified_and_lands_atomically(server, tmp_path, monkeypatch):
+    server.files["drive/ID123"] = (PAYLOAD, "application/octet-stream")
+    calls: list = []
+    monkeypatch.setattr(pretrained, "_gdown_download", gdown_from(server, calls))
+    dest = fetch_asset(drive_asset(server, sha256=SHA, size=len(PAYLOAD)), tmp_path, **FAST)
+    assert dest == tmp_path / "model.bin" and dest.read_bytes() == PAYLOAD
+    assert calls == [("ID123", tmp_path / "model.bin.part", False)]
+    assert [name for name, _ in server.requests] == ["drive/ID123"]  # the direct URL was not needed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+    with pytest.raises(DataError, match="sha256"):  # a wrong file from gdown is caught as from urllib
+        fetch_asset(drive_asset(server, sha256="0" * 64), tmp_path, force=True, **FAST)
+    assert not (tmp_path / "model.bin.part").exists()
+
+
+def test_gdown_zip_is_unpacked(server, tmp_path, monkeypatch):
+    server.files["drive/ID123"] = (_zip_bytes({"run/model000010.pt": b"w", "run/args.json": b"{}"}), "application/zip")
+    monkeypatch.setattr(pretrained, "_gdown_download", gdown_from(server, []))
+    asset = drive_asset(server, filename="run.zip", extract=True, provides=("run/model000010.pt", "run/args.json"))
+    assert fetch_mdm_checkpoint(asset, tmp_path, **FAST).read_bytes() == b"w"
+
+
+def test_gdown_failure_falls_back_to_the_direct_download(server, tmp_path, monkeypatch):
+    server.files["direct.bin"] = (PAYLOAD, "application/octet-stream")
+    calls: list = []
+    # no drive/ID123 on the server: the stand-in fails after leaving its temporary file, as gdown does
+    monkeypatch.setattr(pretrained, "_gdown_download", gdown_from(server, calls, leftover=True))
+    dest = fetch_asset(drive_asset(server, sha256=SHA), tmp_path, **FAST)
+    assert len(calls) == 1 and dest.read_bytes() == PAYLOAD
+    assert [name for name, _ in server.requests] == ["drive/ID123", "direct.bin"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gdown") is not None, reason="gdown is installed here")
+def test_without_gdown_installed_the_direct_download_is_used(server, tmp_path, monkeypatch):
+    monkeypatch.undo()  # the module's own _gdown_download, which imports gdown
+    server.files["direct.bin"] = (PAYLOAD, "application/octet-stream")
+    assert fetch_asset(drive_asset(server), tmp_path, **FAST).read_bytes() == PAYLOAD
+    with pytest.raises(GdownUnavailable, match="not installed"):
+        pretrained._gdown_download("ID123", tmp_path / "x.part", False)
+
+
+def test_both_failing_give_the_manual_steps_and_the_way_on(server, tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "_gdown_download", gdown_from(server, []))  # drive/ID123 is absent: 404
+    asset = drive_asset(server, url=_closed_port_url(), sha256=SHA, size=len(PAYLOAD))
+    cache = tmp_path / "drive" / "MyDrive" / "kpop" / "pretrained"
+    with pytest.raises(DownloadError) as info:
+        fetch_asset(asset, cache, retries=0, **FAST)
+    text = str(info.value)
+    assert not isinstance(info.value, QuotaPageError) and "quota" not in text
+    assert "gdown: HTTPError" in text and "direct download: could not download" in text
+    assert f"open {gdrive_page('ID123')}, download model.bin and put it in the folder {cache} " in text
+    assert f"Expected: {len(PAYLOAD)} bytes, sha256 {SHA}." in text
+    assert text.endswith("Or continue from scratch: set OFFICIAL_MDM = 'no' in 01_setup / BASE_MODEL = 'scratch' "
+                         "in 02_finetune.")
+    assert not cache.exists() or not any(cache.iterdir())
+
+
+def test_drive_quota_pages_are_named_as_such(server, tmp_path, monkeypatch):
+    page = b"<!DOCTYPE html><html><title>Google Drive - Virus scan warning</title>Google Drive can't scan this file"
+    server.files["drive/ID123"] = (page, "application/octet-stream")  # gdown saving the page as if it were the file
+    server.files["direct.bin"] = (page, "text/html; charset=utf-8")
+    monkeypatch.setattr(pretrained, "_gdown_download", gdown_from(server, []))
+    with pytest.raises(QuotaPageError) as info:
+        fetch_asset(drive_asset(server), tmp_path, **FAST)
+    text = str(info.value)
+    assert "gdown: saved a web page instead of the file" in text and "answered with a web page" in text
+    assert "download-quota / virus-scan confirmation page" in text and "Google Drive can't scan this file" in text
+    assert gdrive_page("ID123") in text and text.endswith(FROM_SCRATCH)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gdown_quota_error_and_html_body_without_html_type_are_quota_pages(server, tmp_path, monkeypatch):
+    def refused(file_id: str, output: Path, progress: bool) -> None:
+        raise RuntimeError("Failed to retrieve file url: Too many users have viewed or downloaded this file recently.")
+
+    monkeypatch.setattr(pretrained, "_gdown_download", refused)
+    server.files["direct.bin"] = (b"  <html><body>Quota exceeded</body></html>", "application/octet-stream")
+    with pytest.raises(QuotaPageError, match=r"gdown: RuntimeError: Failed to retrieve file url: Too many users"):
+        fetch_asset(drive_asset(server), tmp_path, **FAST)
+    with pytest.raises(QuotaPageError, match="web page"):
+        download_file(server.url("direct.bin"), tmp_path / "plain.bin", **FAST)
