@@ -107,9 +107,12 @@ class Tracker:
         if self.wandb_mode != "disabled":
             self._run = self._start_wandb(project, run_name, key, wandb_run_id)
         if self._run is None:
-            # print, not only log: a notebook shows no INFO logs, and a missing W&B dashboard must be explained.
-            print(f"W&B off: {self.wandb_off_reason or 'not started'}; TensorBoard logs in {self.log_dir}",
-                  flush=True)
+            message = f"W&B off: {self.wandb_off_reason or 'not started'}; TensorBoard logs in {self.log_dir}"
+            if use_wandb is False or use_wandb == "off":
+                log.info(message)  # turned off on purpose (e.g. a recovery fine-tune): nothing to explain
+            else:
+                # print, not only log: a notebook shows no INFO logs, and a missing W&B dashboard must be explained.
+                print(message, flush=True)
 
     def _start_wandb(self, project: str | None, run_name: str | None, key: str | None, run_id: str | None) -> Any:
         try:
