@@ -24,10 +24,9 @@ from kpop_helpers.pipeline.results import (
 from kpop_helpers.pipeline.settings import (
     DEMO_PROMPTS, FULL, SMOKE, PipelineSettings, WorkDirs, resolve_work_dir, settings_for, training_steps,
 )
-from kpop_helpers.pipeline.training import (
-    BaseModel, base_model, ensure_data, ensure_weights, finetune, finetune_run, prepare_assets, prepare_data,
-    prepare_own_data, recorded_base_model, restore_weights,
-)
+from kpop_helpers.pipeline.assets import BaseModel, base_model, prepare_assets, recorded_base_model
+from kpop_helpers.pipeline.data_prep import ensure_data, prepare_data, prepare_own_data
+from kpop_helpers.pipeline.training import ensure_weights, finetune, finetune_run, restore_weights
 
 __all__ = [
     "MissingStageOutput", "finetune_run", "finish_notebook", "onnx_variants", "package_results",

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.utils import atomic_write_text
 
 RESULT_FILE = "result.json"

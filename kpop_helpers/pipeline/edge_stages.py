@@ -284,7 +284,8 @@ def ensure_export(work: WorkDirs, *, smoke: bool = False, config_path: str | Pat
                   progress: bool = True) -> ExportResult:
     """The edge folder 04_export wrote in this work folder; missing: a fresh one under `smoke` only, else
     MissingStageOutput naming manifest.json and 04_export."""
-    from kpop_helpers.pipeline.training import ensure_data, ensure_weights
+    from kpop_helpers.pipeline.data_prep import ensure_data
+    from kpop_helpers.pipeline.training import ensure_weights
 
     found = load_result(ExportResult, work.export)
     if found is not None and Path(found.manifest).is_file():
