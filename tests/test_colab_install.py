@@ -9,6 +9,7 @@ dependencies are already there, as Colab preinstalls most of them.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -52,7 +53,9 @@ def colab_env(root: Path) -> Path:
     for leftover in [*site.glob("setuptools*"), site / "_distutils_hack", site / "distutils-precedence.pth"]:
         shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
     (site / "_project_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    check = subprocess.run([str(python), "-c", "import kpop_helpers"], capture_output=True, text=True, cwd=root)
+    clean = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    check = subprocess.run([str(python), "-c", "import kpop_helpers"], capture_output=True, text=True, cwd=root,
+                           env=clean)
     assert check.returncode != 0, "the fresh environment must not see kpop_helpers yet"
     kernels = root / "jupyter" / "kernels" / "colab_sim"
     kernels.mkdir(parents=True)
