@@ -18,7 +18,6 @@ import itertools
 import json
 import os
 import platform
-import resource
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,11 +26,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kpop_helpers.bench.protocol import cpu_info
 from kpop_helpers.diffusion import GaussianDiffusion, cfg_model_fn
 from kpop_helpers.generate import sampling_diffusion
-from kpop_helpers.bench.protocol import cpu_info
 from kpop_helpers.model import MDM, get_preset
-from kpop_helpers.utils import atomic_write_text
+from kpop_helpers.utils import atomic_write_text, fmt, peak_rss_mib
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni",
               "amx_tile", "amx_bf16", "amx_int8", "neon", "asimd")
@@ -175,7 +174,7 @@ def run_benchmark(settings: BenchSettings, progress: bool = True) -> dict:
     protocol = {"benchmark": "denoiser", **asdict(settings), "model_diffusion_steps": cfg.diffusion_steps,
                 "denoiser_batch": 2, "notes": notes}
     system = system_info()
-    system["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    system["peak_rss_mib"] = peak_rss_mib()
     # Other processes competing for the cores inflate every number; keep the evidence with the result.
     system["load_average_1min_before"], system["load_average_1min_after"] = load_before, _load_average()
     return {"protocol": protocol, "system": system, "rows": rows}
@@ -201,7 +200,7 @@ def to_markdown(result: dict) -> str:
         f"- CPU: {system['cpu_model']} ({system['logical_cpus']} logical CPUs; flags: "
         f"{', '.join(system['cpu_flags']) or 'n/a'}; torch kernels: {system['torch_cpu_capability']})",
         f"- torch {system['torch_version']}, numpy {system['numpy_version']}, Python {system['python_version']}",
-        f"- peak RSS {system['peak_rss_mb']:.0f} MB" + ("; SMOKE run (tiny model, not representative)"
+        f"- peak RSS {fmt(system.get('peak_rss_mib'))} MiB" + ("; SMOKE run (tiny model, not representative)"
                                                        if protocol["smoke"] else ""),
         f"- 1-min load average before/after: {system['load_average_1min_before']} / "
         f"{system['load_average_1min_after']} (above the thread count means other work shared the CPU)",

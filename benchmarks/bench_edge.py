@@ -229,7 +229,7 @@ EDGE_SCRIPT = textwrap.dedent("""
         best = sorted(runs, key=lambda t: t["total_s"])[len(runs) // 2]
         out.append({"steps": n, **best})
     print(json.dumps({"load_time_s": gen.load_time_s, "first_call_s": first, "runs": out,
-                      "peak_rss_mb": gen.last.peak_rss_mb, "torch_imported": "torch" in sys.modules}))
+                      "peak_rss_mib": gen.last.peak_rss_mib, "torch_imported": "torch" in sys.modules}))
 """)
 
 
@@ -248,7 +248,7 @@ def edge_rows(export_dir: Path, settings: Settings) -> list[dict[str, Any]]:
                          "gen_time_s": round(run["total_s"], 3), "text_s": round(run["text_s"], 4),
                          "sampling_s": round(run["sampling_s"], 3), "joints_s": round(run["joints_s"], 4),
                          "step_ms_p50": round(run["step_s"] * 1000, 2), "load_time_s": round(report["load_time_s"], 3),
-                         "first_call_s": round(report["first_call_s"], 3), "peak_rss_mb": report["peak_rss_mb"],
+                         "first_call_s": round(report["first_call_s"], 3), "peak_rss_mib": report["peak_rss_mib"],
                          "torch_imported": report["torch_imported"]})
     return rows
 
@@ -290,12 +290,12 @@ def markdown(result: dict[str, Any]) -> str:
                      f" | {r['params']:,} | {r['step_ms_p50']:.1f} | {r['step_ms_p95']:.1f} | "
                      f"{r['fidelity_rel_rms']:.2e} | {r['fidelity_mm']:.1f} | {r['fidelity_root_relative_mm']:.1f} |")
     lines += ["", "## Edge runtime (torch-free process, 1 prompt)", "",
-              "| variant | threads | frames | total s | text s | sampling s | step ms | load s | peak RSS MB |",
+              "| variant | threads | frames | total s | text s | sampling s | step ms | load s | peak RSS MiB |",
               "|---|---|---|---|---|---|---|---|---|"]
     for r in result["edge"]:
         lines.append(f"| {r['variant']} | {r['threads']} | {r['frames']} | {r['gen_time_s']:.3f} | {r['text_s']:.3f} "
                      f"| {r['sampling_s']:.3f} | {r['step_ms_p50']:.1f} | {r['load_time_s']:.2f} "
-                     f"| {r['peak_rss_mb']:.0f} |")
+                     f"| {r['peak_rss_mib']:.0f} |")
     lines += ["", "## Few-step sampling (DDIM N vs DDIM reference, same noise, ORT fp32)", "",
               "| steps | reference | joints MPJPE mm | sample rel RMS | time s | note |", "|---|---|---|---|---|---|"]
     for f in result["few_step"]:

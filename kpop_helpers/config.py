@@ -19,12 +19,15 @@ Optional extensions (all documented in the README):
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
+logger = logging.getLogger(__name__)
+EDGE_CONFIG_NAME = "edge_config.json"
 EXPORT_FORMATS = ("onnx", "torchscript", "torch_export")
 PRUNING_KINDS = ("unstructured", "ffn", "width")
 QUANT_BACKENDS = ("onnxruntime", "torch")
@@ -149,6 +152,17 @@ class EdgeConfig:
         from kpop_helpers.utils import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def load_edge_config(config_path: str | Path | None) -> EdgeConfig:
+    """EdgeConfig from the file; the defaults when None, or when the default file name is simply absent."""
+    if config_path is None:
+        return EdgeConfig()
+    path = Path(config_path)
+    if not path.is_file() and str(config_path) == EDGE_CONFIG_NAME:
+        logger.info("%s not found; using the default edge configuration", config_path)
+        return EdgeConfig()
+    return EdgeConfig.load(path)
 
 
 def _check_keys(section: Any, allowed: set[str], source: str, where: str) -> None:

@@ -11,12 +11,13 @@ import torch
 from torch import Tensor
 
 from kpop_helpers.diffusion import GaussianDiffusion, cfg_model_fn
-from kpop_helpers.motion.features import features_to_joints
+from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints
 from kpop_helpers.motion.skeleton import FPS_HUMANML
+from kpop_helpers.sampling import SamplerSpec
 
 # MDM's sample script defaults to a 6 s motion.
 DEFAULT_SECONDS = 6.0
-NUM_FEATURES = 263
+NUM_FEATURES = FEATURE_DIM
 
 
 @dataclass
@@ -40,23 +41,11 @@ class GenerationResult:
 
 def sampling_diffusion(diffusion_steps: int, sampler: str, steps: int | None,
                        schedule: str = "cosine") -> GaussianDiffusion:
-    """The diffusion a model trained on `diffusion_steps` is sampled with for a sampler and step count.
+    """The diffusion a model trained on `diffusion_steps` is sampled with: DDPM [steps], DDIM "ddim{steps}".
 
-    DDPM: all steps when `steps` is None or equal to the training count, else the section list
-    [steps] (which keeps the first and last timestep). DDIM: the "ddim{steps}" stride of the
-    model's own schedule (all steps when None).
+    The respacing rule is `SamplerSpec.respacing` (shared with the edge runtime); None = all steps.
     """
-    if sampler not in ("ddpm", "ddim"):
-        raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    if steps is not None and not 2 <= int(steps) <= diffusion_steps:
-        raise ValueError(f"steps must lie in 2..{diffusion_steps} (the model's diffusion_steps), got {steps}")
-    if steps is None or int(steps) == diffusion_steps:
-        respacing = None
-    elif sampler == "ddpm":
-        respacing = [int(steps)]
-    else:
-        respacing = f"ddim{int(steps)}"
-    return GaussianDiffusion(diffusion_steps, schedule, respacing)
+    return GaussianDiffusion(diffusion_steps, schedule, SamplerSpec(sampler, steps).respacing(diffusion_steps))
 
 
 def _frame_count(model: Any, frames: int | None, seconds: float | None) -> int:

@@ -26,7 +26,8 @@ from typing import Any, Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
+from kpop_helpers.motion.features import FEATURE_DIM
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +67,9 @@ def _check_humanml_stat(path: Path) -> None:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise DataError(f"not a readable .npy ({exc})", path=path, expected="a HumanML3D Mean.npy/Std.npy") from exc
-    if arr.shape != (263,) or not np.all(np.isfinite(arr)):
+    if arr.shape != (FEATURE_DIM,) or not np.all(np.isfinite(arr)):
         raise DataError(f"shape {arr.shape}, finite={bool(np.all(np.isfinite(arr)))}", path=path,
-                        expected="263 finite values (HumanML3D feature statistics)")
+                        expected=f"{FEATURE_DIM} finite values (HumanML3D feature statistics)")
 
 
 @dataclass(frozen=True)

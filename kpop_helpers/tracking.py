@@ -31,9 +31,9 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from kpop_helpers.checkpoints.atomic import json_safe
 from kpop_helpers.checkpoints.state import scrub_secrets
 from kpop_helpers.colab import get_secret
+from kpop_helpers.utils import json_ready
 
 log = logging.getLogger("kpop_helpers.tracking")
 
@@ -93,7 +93,7 @@ class Tracker:
         self.log_dir = Path(log_dir).expanduser()
         self.run_name = run_name
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.config = scrub_secrets(json_safe(dict(config or {})))
+        self.config = scrub_secrets(json_ready(dict(config or {})))
         self.resume_step = int(resume_step)
         self._next_step = self.resume_step
         # purge_step drops events a crashed run wrote after its last checkpoint, so curves do not fold back.

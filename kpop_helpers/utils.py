@@ -1,14 +1,16 @@
-"""Small shared utilities: atomic writes, hashing, seeding."""
+"""Small shared utilities: atomic writes, hashing, peak memory, JSON-ready values and Markdown tables."""
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import secrets
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -66,33 +68,49 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def commit_file(tmp: str | Path, final: str | Path) -> None:
+    """fsync a finished temp file and rename it over ``final`` (same folder, so the rename is atomic)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, final)
+    fsync_dir(Path(final).parent)
+
+
+@contextmanager
+def staged_path(final: str | Path, *, create_folder: bool = True) -> Iterator[Path]:
+    """A temp path beside ``final`` for writers that need a file name (exporters): the file written there
+    is committed over ``final`` when the block succeeds, and removed when it raises."""
+    final = Path(final)
+    if create_folder:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(final)
+    try:
+        yield tmp
+        commit_file(tmp, final)
+    finally:
+        with suppress(OSError):  # gone after the commit; a cleanup error must not hide the write's own error
+            tmp.unlink()
+
+
 def atomic_write(final: str | Path, write_fn: Callable[[Any], None]) -> FileDigest:
     """Write ``final`` through ``write_fn(file)`` into a temp file, fsync and rename; returns its digest.
 
     Readers see the old file or the new one, never a half-written one. The folder must exist.
     """
-    final = Path(final)
-    tmp = temp_path_for(final)
-    try:
-        with open(tmp, "xb") as raw:
-            writer = HashingWriter(raw)
-            write_fn(writer)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    fsync_dir(final.parent)
+    with staged_path(final, create_folder=False) as tmp, open(tmp, "xb") as raw:
+        writer = HashingWriter(raw)
+        write_fn(writer)
     return writer.digest()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> FileDigest:
-    """Atomically replace ``path`` with ``data``, creating its folder."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+def atomic_write_bytes(path: str | Path, data: bytes, *, create_folder: bool = True) -> FileDigest:
+    """Atomically replace ``path`` with ``data``, creating its folder unless ``create_folder=False``.
+
+    Checkpoint writes pass ``create_folder=False``: there a missing folder (a vanished Drive mount) is an
+    error, not a reason to start a new, empty local folder.
+    """
+    if create_folder:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
     return atomic_write(path, lambda f: f.write(data))
 
 
@@ -136,3 +154,61 @@ def peak_rss_mib() -> float | None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     # Linux reports KiB, macOS bytes.
     return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def json_ready(value: Any) -> Any:
+    """A JSON-encodable copy: dataclasses to dicts, tuples to lists, paths to strings, NaN/inf to None,
+    numpy/torch scalars to Python numbers, arrays to lists, other objects to their str(), recursively."""
+    if is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:  # numpy / torch scalars
+        try:
+            return json_ready(value.item())
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if hasattr(value, "tolist"):
+        return json_ready(value.tolist())
+    return str(value)
+
+
+def fmt(value: Any, digits: int = 3, *, group_large: bool = False) -> str:
+    """A table cell: numbers to `digits` significant digits, None and NaN as a dash, booleans as yes/no.
+
+    Very small or large floats use scientific notation; with `group_large`, floats from 10^4 up are whole
+    numbers with thousands separators instead (times and sizes read better that way).
+    """
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if group_large and abs(value) >= 1e4:
+            return f"{value:,.0f}"
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
+            return f"{value:.{max(1, digits - 1)}e}"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]],
+                   cell: Callable[[dict[str, Any], str], str] | None = None) -> str:
+    """A Markdown table of `rows` with (key, header) columns; `cell(row, key)` formats a cell (default: fmt)."""
+    if not rows:
+        return "_(no rows)_\n"
+    show = cell or (lambda row, key: fmt(row.get(key)))
+    lines = ["| " + " | ".join(header for _, header in columns) + " |", "|" + "---|" * len(columns)]
+    # A bare "|" inside a cell (e.g. a bench row key "fp32|t2|b2") would split it into two columns.
+    lines += ["| " + " | ".join(show(row, key).replace("|", "\\|") for key, _ in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"

@@ -48,7 +48,7 @@ def test_smoke_rows_have_every_field_with_sane_numbers(smoke):
             value = row[field]
             assert isinstance(value, (int, float)) and math.isfinite(value), (row["key"], field, value)
         assert row["step_ms_p50"] > 0 and row["step_ms_p95"] >= row["step_ms_p50"], row["key"]
-        assert row["gen_time_s"] > 0 and row["load_time_s"] > 0 and row["peak_rss_mb"] > 10
+        assert row["gen_time_s"] > 0 and row["load_time_s"] > 0 and row["peak_rss_mib"] > 10
         assert row["params"] > 1000 and row["file_size_mb"] > 0
         assert row["fidelity_mm"] >= 0 and row["pfc"] >= 0 and row["fid_k"] >= 0
         assert row["key"] == row_key(row)
@@ -296,3 +296,14 @@ def test_full_run_target_stage_reuses_the_main_runs_draw(smoke, tmp_path):
     assert rows["fp32_ddpm50"]["quality_draws_reused"] == 1  # the main run's reference samples
     assert all(r["n_draws"] == 2 and r["threads"] == 2 and r["batch"] == 2 for r in results["rows"])
     assert "Quality over 2 noise draws" in (main_out / "target" / "results.md").read_text()
+
+
+def test_old_results_files_are_read_with_memory_in_mib(tmp_path):
+    from kpop_helpers.bench import read_results
+
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({"protocol": {}, "rows": [{"variant": "ref", "threads": 2, "batch": 2,
+                                                          "peak_rss_mb": 1048.576, "peak_rss_quality_mb": None}]}))
+    row = read_results(path)["rows"][0]
+    assert "peak_rss_mb" not in row and row["peak_rss_quality_mib"] is None
+    assert row["peak_rss_mib"] == pytest.approx(1000.0) and row_key(row) == "ref|t2|b2"

@@ -78,7 +78,7 @@ def setup_cell(repo_url: str) -> str:
 def test_setup_cell_installs_from_a_local_folder_and_explains_a_failure(tmp_path, monkeypatch):
     from nbclient import NotebookClient
 
-    python = colab_env(tmp_path)
+    colab_env(tmp_path)  # the "colab_sim" kernel runs its python
     fork = source_copy(tmp_path / "MyDrive" / "kpop-toolkit")
     content = tmp_path / "content"
     content.mkdir()

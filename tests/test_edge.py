@@ -234,14 +234,14 @@ def test_edge_runs_without_torch_in_a_fresh_interpreter(export_dir):
         joints = gen.generate(["a dancer spins and jumps"], frames=60, steps=10, seed=0)
         print(json.dumps({{"torch": "torch" in sys.modules, "transformers": "transformers" in sys.modules,
                            "shape": list(joints.shape), "finite": bool(np.isfinite(joints).all()),
-                           "peak_rss_mb": gen.last.peak_rss_mb, "timings": gen.last.timings}}))
+                           "peak_rss_mib": gen.last.peak_rss_mib, "timings": gen.last.timings}}))
     """)
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["torch"] is False and report["transformers"] is False
     assert report["shape"] == [1, 60, 22, 3] and report["finite"]
-    assert report["peak_rss_mb"] is not None and report["peak_rss_mb"] <= 200.0, report
+    assert report["peak_rss_mib"] is not None and report["peak_rss_mib"] <= 200.0, report
 
 
 def test_onnx_text_encoder_and_precomputed_embeddings_agree(export_dir):

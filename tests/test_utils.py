@@ -1,14 +1,19 @@
-"""The shared atomic writer and file digests (used by data, export, the edge runtime and checkpoints)."""
+"""The shared atomic writer, file digests, JSON-ready values and Markdown tables (used by every layer)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from kpop_helpers.utils import (
-    TEMP_RE, atomic_write, atomic_write_bytes, atomic_write_text, file_digest, sha256_file, temp_path_for,
+    TEMP_RE, atomic_write, atomic_write_bytes, atomic_write_text, file_digest, fmt, json_ready, markdown_table,
+    sha256_file, staged_path, temp_path_for,
 )
 
 
@@ -54,3 +59,44 @@ def test_atomic_write_needs_an_existing_folder(tmp_path):
 def test_temp_names_are_recognisable(tmp_path):
     match = TEMP_RE.match(temp_path_for(tmp_path / "checkpoint_epoch1_step2.pt").name)
     assert match and match["target"] == "checkpoint_epoch1_step2.pt" and int(match["pid"]) == os.getpid()
+
+
+def test_atomic_write_bytes_can_refuse_to_create_the_folder(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        atomic_write_bytes(tmp_path / "gone" / "latest.json", b"{}", create_folder=False)
+    assert not (tmp_path / "gone").exists()
+
+
+def test_staged_path_commits_on_success_and_cleans_up_on_failure(tmp_path):
+    target = tmp_path / "sub" / "model.onnx"
+    with staged_path(target) as tmp:
+        tmp.write_bytes(b"graph")
+        assert not target.exists()
+    assert target.read_bytes() == b"graph"
+    with pytest.raises(ValueError), staged_path(target) as tmp:
+        tmp.write_bytes(b"broken")
+        raise ValueError("parity failed")
+    assert target.read_bytes() == b"graph" and [p.name for p in target.parent.iterdir()] == ["model.onnx"]
+
+
+def test_json_ready_makes_anything_json_encodable():
+    @dataclass
+    class Row:
+        path: Path
+        score: float
+
+    value = {"row": Row(Path("a/b"), float("nan")), 3: (np.float32(1.5), np.int64(2), np.bool_(True)),
+             "array": np.arange(3), "inf": float("inf"), "other": object}
+    ready = json_ready(value)
+    json.dumps(ready, allow_nan=False)
+    assert ready["row"] == {"path": "a/b", "score": None} and ready["3"] == [1.5, 2, True]
+    assert ready["array"] == [0, 1, 2] and ready["inf"] is None and isinstance(ready["other"], str)
+
+
+def test_fmt_and_markdown_table():
+    assert [fmt(v) for v in (None, True, 3, float("nan"), 0.12345, 1e-5, 123456.0)] == [
+        "–", "yes", "3", "–", "0.123", "1.00e-05", "1.23e+05"]
+    assert fmt(123456.0, 4, group_large=True) == "123,456"
+    table = markdown_table([{"key": "fp32|t2|b2", "ms": 1.5}], [("key", "row"), ("ms", "ms")])
+    assert table == "| row | ms |\n|---|---|\n| fp32\\|t2\\|b2 | 1.5 |\n"
+    assert markdown_table([], [("key", "row")]) == "_(no rows)_\n"

@@ -305,7 +305,7 @@ def test_compare_cuts_to_the_shortest_motion_with_a_warning(dance):
 def _row(variant, runtime, precision, threads, **values):
     row = {"variant": variant, "runtime": runtime, "precision": precision, "pruning": None, "sampler": "ddim",
            "steps": 10, "threads": threads, "batch": 1, "file_size_mb": None, "params": 1000, "step_ms_p50": None,
-           "step_ms_p95": None, "gen_time_s": None, "load_time_s": 0.1, "peak_rss_mb": 300.0, "fidelity_mm": None,
+           "step_ms_p95": None, "gen_time_s": None, "load_time_s": 0.1, "peak_rss_mib": 300.0, "fidelity_mm": None,
            "fidelity_rel_rms": None, "fid_k": None, "fid_g": None, "div_k": None, "div_g": None, "pfc": None,
            "foot_skating": None}
     row.update(values)

@@ -9,17 +9,18 @@ fidelity to fp32 and dance quality (FID_k/FID_g/Div/PFC/foot skating) against a 
 from kpop_helpers.bench.protocol import DEFAULT_PROMPTS, BenchConfig, parse_sampler, smoke_config
 from kpop_helpers.bench.report import (
     compare_markdown,
-    markdown_table,
+    results_markdown,
     speedup,
     target_check,
     write_csv,
     write_report,
 )
-from kpop_helpers.bench.runner import ROW_FIELDS, read_results, row_key, run_benchmark
+from kpop_helpers.bench.runner import run_benchmark
+from kpop_helpers.bench.schema import ROW_FIELDS, read_results, row_key
 from kpop_helpers.bench.variants import Artifact, VariantSpec, discover_artifacts, plan_variants
 
 __all__ = [
     "DEFAULT_PROMPTS", "ROW_FIELDS", "Artifact", "BenchConfig", "VariantSpec", "compare_markdown",
-    "discover_artifacts", "markdown_table", "parse_sampler", "plan_variants", "read_results", "row_key",
+    "discover_artifacts", "parse_sampler", "plan_variants", "read_results", "results_markdown", "row_key",
     "run_benchmark", "smoke_config", "speedup", "target_check", "write_csv", "write_report",
 ]

@@ -70,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     # WARNING at the root: ONNX Runtime's quantizer logs every tensor at INFO through the root logger.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config, args = config_from_args(argv)
-    from kpop_helpers.bench.report import markdown_table, write_report
-    from kpop_helpers.bench.runner import read_results, run_benchmark
+    from kpop_helpers.bench.report import results_markdown, write_report
+    from kpop_helpers.bench.runner import run_benchmark
+    from kpop_helpers.bench.schema import read_results
 
     if args.report_only:
         results = read_results(Path(config.out) / "results.json")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         write_report(results, Path(config.out), compare=config.compare)
     else:
         results = run_benchmark(config)
-    print(markdown_table(results))
+    print(results_markdown(results))
     print(json.dumps({"results": str(Path(config.out) / "results.json"), "rows": len(results["rows"]),
                       "errors": sum(1 for r in results["rows"] if r.get("error"))}))
     return 0

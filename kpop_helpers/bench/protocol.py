@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
+from kpop_helpers.motion.features import FEATURE_DIM
 from kpop_helpers.utils import atomic_write_bytes
 
-NUM_FEATURES = 263
 PROTOCOL_VERSION = 1
 # One prompt per generated dance of the quality set; varied styles so diversity and FID mean something.
 DEFAULT_PROMPTS = (
@@ -247,7 +247,7 @@ def draw_noise(seed: int, num_samples: int, frames: int, max_steps: int, step_no
     """Initial noise [N,263,1,T]; writes per-step noise [N,S,263,1,T] to a .npy. Sample i depends on (seed, i) only."""
     from tqdm.auto import tqdm
 
-    shape = (NUM_FEATURES, 1, frames)
+    shape = (FEATURE_DIM, 1, frames)
     initial = np.empty((num_samples, *shape), dtype=np.float32)
     step_noise_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = step_noise_path.with_name(f".{step_noise_path.name}.{os.getpid()}.tmp")
@@ -284,7 +284,7 @@ def prepare_inputs(config: BenchConfig, work_dir: Path, text_emb: np.ndarray, me
     reuse = (step_noise_path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()) == meta)
     if reuse:
         initial = np.stack([np.random.default_rng([config.seed, i]).standard_normal(
-            (NUM_FEATURES, 1, config.frames), dtype=np.float32) for i in range(total)])
+            (FEATURE_DIM, 1, config.frames), dtype=np.float32) for i in range(total)])
     else:
         initial = draw_noise(config.seed, total, config.frames, max_steps, step_noise_path,
                              config.progress)

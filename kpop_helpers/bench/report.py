@@ -10,7 +10,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
-from kpop_helpers.utils import atomic_write_text
+from kpop_helpers.bench.schema import ROW_FIELDS, read_results, row_key
+from kpop_helpers.errors import DataError
+from kpop_helpers.utils import atomic_write_text, fmt, markdown_table
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ TARGET_THREADS = 2
 TARGET_BATCH = 2
 TARGET_SPEEDUP = 100.0
 QUALITY_TOLERANCE = 0.15
-COMPARE_FIELDS = ("step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mb", "file_size_mb",
+COMPARE_FIELDS = ("step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mib", "file_size_mb",
                   "fidelity_mm", "fid_k", "pfc")
 
 
@@ -33,17 +35,8 @@ def _num(row: dict[str, Any] | None, field: str) -> float | None:
     return float(value)
 
 
-def _fmt(value: Any) -> str:
-    """A short cell: 4 significant digits, thousands separators for large numbers, '–' when missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
-    return str(value)
+# Benchmark cells: 4 significant digits, thousands separators for large times and sizes.
+_fmt = partial(fmt, digits=4, group_large=True)
 
 
 def reference_rows(rows: Sequence[dict[str, Any]]) -> dict[tuple[Any, Any], dict[str, Any]]:
@@ -99,7 +92,7 @@ SPEED_COLUMNS = (
     ("steps", "sampler"), ("threads", "thr."), ("batch", "batch"), ("file_size_mb", "size MB"),
     ("params", "params"), ("step_ms_p50", "step p50 ms"), ("step_ms_p95", "step p95 ms"),
     ("gen_time_s", "dance s"), ("speedup", "speed-up"), ("load_time_s", "load s"),
-    ("peak_rss_mb", "peak RSS MB"), ("target", "meets target"),
+    ("peak_rss_mib", "peak RSS MiB"), ("target", "meets target"),
 )
 QUALITY_COLUMNS = (
     ("variant", "variant"), ("fidelity_mm", "fidelity mm"), ("fidelity_rel_rms", "rel. RMS"),
@@ -139,13 +132,11 @@ def _cell(row: dict[str, Any], field: str, refs: dict[tuple[Any, Any], dict[str,
 
 
 def _table(rows: Sequence[dict[str, Any]], columns, refs, rename: dict[str, str] | None = None) -> list[str]:
-    header = [(rename or {}).get(field, label) for field, label in columns]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_cell(row, field, refs) for field, _ in columns) + " |" for row in rows]
-    return lines
+    named = [(field, (rename or {}).get(field, label)) for field, label in columns]
+    return markdown_table(rows, named, cell=partial(_cell, refs=refs)).splitlines()
 
 
-def markdown_table(results: dict[str, Any]) -> str:
+def results_markdown(results: dict[str, Any]) -> str:
     """The results as Markdown: protocol summary, headline, a speed table (every row), a quality table (per variant)."""
     protocol, rows = results.get("protocol", {}), list(results.get("rows", []))
     refs = reference_rows(rows)
@@ -235,8 +226,6 @@ def quality_delta(row: dict[str, Any], ref: dict[str, Any], field: str, label: s
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """results.csv: the design's row fields first, then every extra field seen."""
-    from kpop_helpers.bench.runner import ROW_FIELDS
-
     fields = list(ROW_FIELDS) + sorted({k for r in rows for k in r} - set(ROW_FIELDS))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
@@ -248,29 +237,28 @@ def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> None:
 
 def compare_markdown(new: dict[str, Any], old: dict[str, Any], old_name: str = "old") -> str:
     """Ratios new/old for rows with the same key (variant, threads, batch); time ratios < 1 mean faster now."""
-    from kpop_helpers.bench.runner import row_key
-
     old_rows = {row_key(r): r for r in old.get("rows", [])}
-    header = ["key"] + [f"{f} new/old" for f in COMPARE_FIELDS] + ["speed-up (old/new gen time)"]
+    columns = [("key", "key"), *((f, f"{f} new/old") for f in COMPARE_FIELDS),
+               ("speedup", "speed-up (old/new gen time)")]
     lines = ["# Comparison with " + old_name, "",
              f"- New run: {new.get('protocol', {}).get('started', '?')} on {new.get('protocol', {}).get('cpu', {}).get('model', '?')}",
              f"- Old run: {old.get('protocol', {}).get('started', '?')} on {old.get('protocol', {}).get('cpu', {}).get('model', '?')}",
-             "- Ratios are new / old per matching row; a row missing in either run is listed at the end.", "",
-             "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    unmatched = []
+             "- Ratios are new / old per matching row; a row missing in either run is listed at the end.", ""]
+    ratios, unmatched = [], []
     for row in new.get("rows", []):
         key = row_key(row)
         before = old_rows.pop(key, None)
         if before is None:
             unmatched.append(f"new only: {key}")
             continue
-        cells = [key]
+        cells = {"key": key}
         for field in COMPARE_FIELDS:
             a, b = _num(row, field), _num(before, field)
-            cells.append(f"{a / b:.3f}" if a is not None and b else ("=" if a == b == 0 else "–"))
+            cells[field] = f"{a / b:.3f}" if a is not None and b else ("=" if a == b == 0 else "–")
         a, b = _num(row, "gen_time_s"), _num(before, "gen_time_s")
-        cells.append(f"{b / a:.2f}x" if a and b else "–")
-        lines.append("| " + " | ".join(cells) + " |")
+        cells["speedup"] = f"{b / a:.2f}x" if a and b else "–"
+        ratios.append(cells)
+    lines += markdown_table(ratios, columns).splitlines()
     unmatched += [f"old only: {key}" for key in old_rows]
     if unmatched:
         lines += ["", *[f"- {u}" for u in unmatched]]
@@ -303,18 +291,14 @@ def make_plots(results: dict[str, Any], out_dir: Path) -> list[Path]:
 def write_report(results: dict[str, Any], out_dir: Path, compare: str | Path | None = None,
                  plots: bool = True) -> list[Path]:
     """results.csv, results.md, the plots and (with `compare`) compare.md into out_dir; returns the paths."""
-    from kpop_helpers.bench.runner import read_results
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_csv(results.get("rows", []), out_dir / "results.csv")
-    atomic_write_text(out_dir / "results.md", markdown_table(results))
+    atomic_write_text(out_dir / "results.md", results_markdown(results))
     written = [out_dir / "results.csv", out_dir / "results.md"]
     if compare is not None:
         old = read_results(Path(compare))
         if old is None:
-            from kpop_helpers.data.clip import DataError
-
             raise DataError("file not found", path=compare, expected="an earlier benchmark results.json")
         atomic_write_text(out_dir / "compare.md", compare_markdown(results, old, str(compare)))
         written.append(out_dir / "compare.md")

@@ -21,55 +21,17 @@ import numpy as np
 
 from kpop_helpers.bench.protocol import BenchConfig, environment, load_average, prepare_inputs
 from kpop_helpers.bench.quality import QUALITY_FIELDS, SPREAD_FIELDS, load_draws, pooled_fidelity, pooled_quality
+from kpop_helpers.bench.report import write_report
+from kpop_helpers.bench.schema import read_results, row_key, upgrade_memory_fields, write_results
 from kpop_helpers.bench.variants import VariantSpec, load_torch_model, plan_variants, smoke_model
-from kpop_helpers.data.clip import DataError
-from kpop_helpers.utils import atomic_write_text
+from kpop_helpers.errors import DataError
+from kpop_helpers.utils import atomic_write_text, json_ready
 
 logger = logging.getLogger(__name__)
 
-# The fields of docs/design.md "Benchmark result row", in that order; extra fields follow them.
-ROW_FIELDS = ("variant", "runtime", "precision", "pruning", "sampler", "steps", "threads", "batch", "file_size_mb",
-              "params", "step_ms_p50", "step_ms_p95", "gen_time_s", "load_time_s", "peak_rss_mb", "fidelity_mm",
-              "fidelity_rel_rms", "fid_k", "fid_g", "div_k", "div_g", "pfc", "foot_skating")
 # Keys whose change makes earlier rows incomparable: resuming with a different value starts afresh.
 PROTOCOL_KEYS = ("prompts", "frames", "guidance", "seed", "metrics_mode", "warmup_steps", "timed_steps",
                  "model_sha256", "reference_sha256", "inputs_sha256")
-
-
-def row_key(row: dict[str, Any]) -> str:
-    """The identity of a row across runs (for --resume and --compare)."""
-    return f"{row['variant']}|t{row['threads']}|b{row['batch']}"
-
-
-def read_results(path: Path) -> dict[str, Any] | None:
-    """A results.json, or None when absent."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc})", path=path, expected="a benchmark results.json") from exc
-    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
-        raise DataError("no rows list", path=path, field="rows", expected='{"protocol": {...}, "rows": [...]}')
-    return data
-
-
-def write_results(path: Path, protocol: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-    """Write results.json atomically (sorted rows keep diffs between runs readable)."""
-    atomic_write_text(path, json.dumps({"protocol": protocol, "rows": rows}, indent=1, allow_nan=False,
-                                       default=_json_default) + "\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def sha256_of(path: Path) -> str:
@@ -154,8 +116,8 @@ class BenchmarkRun:
                               "text encoding excluded; batch 2 = guided, batch 1 = unguided; "
                               "'gen_time_estimated' rows are steps x step_ms_p50 "
                               f"(a measured loop would exceed {cfg.max_gen_seconds:g} s)",
-                "peak_rss_mb": "after loading, the latency runs and the single-dance generations (the quality "
-                               "batch afterwards is reported as peak_rss_quality_mb)",
+                "peak_rss_mib": "after loading, the latency runs and the single-dance generations (the quality "
+                                "batch afterwards is reported as peak_rss_quality_mib), in MiB (2^20 bytes)",
                 "order": "all timing jobs first (back to back, comparable conditions), then one quality job per "
                          "variant",
                 "quality": f"per noise draw ({cfg.draws}), all prompts in one guided batch at the largest "
@@ -168,7 +130,7 @@ class BenchmarkRun:
                 "isolation": "each variant and thread count in its own process "
                              "(python -m kpop_helpers.bench.worker); peak RSS = that process's VmHWM on Linux "
                              "(ru_maxrss there includes the parent's peak, inherited through fork + exec), "
-                             "ru_maxrss elsewhere; it includes the Python/torch runtime (rss_before_load_mb)",
+                             "ru_maxrss elsewhere; it includes the Python/torch runtime (rss_before_load_mib)",
                 "sampler_code": "kpop_helpers.diffusion for every runtime (only the network differs)",
             },
             "variants": [v.to_dict() for v in self.variants],
@@ -249,7 +211,7 @@ class BenchmarkRun:
                 "fidelity_key": self.sample_key(reference) if reference is not None else None,
                 "metrics_mode": self.config.metrics_mode, "reference_sha256": self.protocol["reference_sha256"]}
         if cache.is_file():
-            cached = json.loads(cache.read_text())
+            cached = upgrade_memory_fields(json.loads(cache.read_text()))
             if all(cached.get(k) == v for k, v in keys.items()):
                 return cached
         digests = self.inputs.draw_digests
@@ -280,23 +242,23 @@ class BenchmarkRun:
                 "threads": threads, "batch": batch, "file_size_mb": round(artifact.file_size_mb, 4),
                 "params": result.get("params"), "step_ms_p50": entry.get("step_ms_p50"),
                 "step_ms_p95": entry.get("step_ms_p95"), "gen_time_s": entry.get("gen_time_s"),
-                "load_time_s": result.get("load_time_s"), "peak_rss_mb": result.get("peak_rss_mb"),
+                "load_time_s": result.get("load_time_s"), "peak_rss_mib": result.get("peak_rss_mib"),
             }
             row.update(self._quality_fields(quality))
             row.update({
                 "key": None, "artifact": Path(artifact.path).name, "is_reference": variant.is_reference,
                 "gen_time_estimated": entry.get("gen_time_estimated"), "params_nonzero": result.get("params_nonzero"),
-                "rss_before_load_mb": result.get("rss_before_load_mb"), "loadavg_1m": result.get("loadavg_1m"),
+                "rss_before_load_mib": result.get("rss_before_load_mib"), "loadavg_1m": result.get("loadavg_1m"),
                 "error": entry.get("error") or result.get("error"),
             })
             row["key"] = row_key(row)
-            rows.append({k: _finite_or_none(v) for k, v in row.items()})
+            rows.append(json_ready(row))
         return rows
 
     def _record_quality(self, variant: VariantSpec, result: dict[str, Any]) -> dict[str, Any]:
         """Score a quality job's samples and keep its memory, time and load with the scores (cached)."""
         scores = self._quality(variant)
-        scores.update(peak_rss_quality_mb=result.get("peak_rss_quality_mb"),
+        scores.update(peak_rss_quality_mib=result.get("peak_rss_quality_mib"),
                       quality_gen_time_s=result.get("quality_gen_time_s"), quality_loadavg_1m=result.get("loadavg_1m"),
                       quality_draws_reused=result.get("draws_reused"),
                       quality_error=result.get("error"))
@@ -308,8 +270,8 @@ class BenchmarkRun:
     def _quality_fields(scores: dict[str, Any]) -> dict[str, Any]:
         """Fidelity and quality columns of a row, from a variant's scores."""
         numbers = ("fidelity_mm", "fidelity_rel_rms", *QUALITY_FIELDS, *(f"{k}_sd" for k in SPREAD_FIELDS))
-        fields = {k: _finite_or_none(scores.get(k)) for k in numbers}
-        for key in ("fidelity_ref", "fidelity_draws", "n_samples", "n_draws", "per_draw", "peak_rss_quality_mb",
+        fields = {k: json_ready(scores.get(k)) for k in numbers}
+        for key in ("fidelity_ref", "fidelity_draws", "n_samples", "n_draws", "per_draw", "peak_rss_quality_mib",
                     "quality_gen_time_s", "quality_loadavg_1m", "quality_draws_reused", "quality_error"):
             fields[key] = scores.get(key)
         return fields
@@ -375,8 +337,6 @@ class BenchmarkRun:
 
 def run_benchmark(config: BenchConfig) -> dict[str, Any]:
     """Measure every variant (see BenchConfig) and write results.json/csv/md, plots and compare.md into config.out."""
-    from kpop_helpers.bench.report import write_report
-
     out = Path(config.out)
     work = Path(config.work_dir) if config.work_dir else out / ".work"
     if config.model is None:

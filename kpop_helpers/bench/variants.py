@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,6 @@ import numpy as np
 from kpop_helpers.utils import peak_rss_mib
 
 
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MB (10^6 bytes): the shared VmHWM reading."""
-    return peak_rss_mib() * (1024 * 1024) / 1e6
-
-
 def _percentiles(times_s: list[float]) -> tuple[float, float]:
     ms = np.asarray(times_s, dtype=np.float64) * 1000.0
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
@@ -122,7 +117,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_interop_threads(1)
     spec = VariantSpec.from_dict(job["variant"])
     result: dict[str, Any] = {"variant": spec.name, "threads": threads, "pid": os.getpid(),
-                              "rss_before_load_mb": peak_rss_mb(), "batches": {}}
+                              "rss_before_load_mib": peak_rss_mib(), "batches": {}}
     start = time.perf_counter()
     denoiser = load_denoiser(spec.artifact, threads)
     result["load_time_s"] = time.perf_counter() - start
@@ -146,14 +141,14 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
             entry["error"] = f"{type(exc).__name__}: {exc}"
         result["batches"][str(batch)] = entry
     # The deployment's peak: loading plus one dance at a time. The quality batch below holds every prompt.
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mib"] = peak_rss_mib()
     if job.get("quality"):
         try:
             result.update(generate_draws(bench, job))
         except Exception as exc:  # noqa: BLE001 (the timings above stay valid)
             traceback.print_exc()
             result["error"] = f"quality samples: {type(exc).__name__}: {exc}"
-        result["peak_rss_quality_mb"] = peak_rss_mb()
+        result["peak_rss_quality_mib"] = peak_rss_mib()
     result["loadavg_1m"] = round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None
     return result
 
@@ -224,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 (reported as the variant's error row)
         traceback.print_exc()
         result = {"variant": job["variant"]["name"], "threads": job["threads"],
-                  "error": f"{type(exc).__name__}: {exc}", "peak_rss_mb": peak_rss_mb()}
+                  "error": f"{type(exc).__name__}: {exc}", "peak_rss_mib": peak_rss_mib()}
     atomic_write_text(Path(argv[1]), json.dumps(result) + "\n")
     return 0
 

@@ -24,11 +24,13 @@ from pathlib import Path
 from typing import Any
 
 from kpop_helpers.utils import (  # noqa: F401  (re-exported: the checkpoint modules import them from here)
-    TEMP_RE, FileDigest, HashingWriter, atomic_write, file_digest, fsync_dir, temp_path_for,
+    TEMP_RE, FileDigest, HashingWriter, atomic_write, atomic_write_bytes, file_digest, fsync_dir, json_ready,
+    temp_path_for,
 )
 
 CHECKPOINT_RE = re.compile(r"^checkpoint_epoch(?P<epoch>\d+)_step(?P<step>\d+)\.pt$")
-MANIFEST_NAME = "latest.json"
+LATEST_NAME = "latest.json"  # the checkpoint folder's index (an edge export's index is edge.manifest.MANIFEST_NAME)
+MANIFEST_NAME = LATEST_NAME  # the old name, kept for callers of earlier versions
 SIDECAR_FORMAT = "kpop_checkpoint"
 _CHUNK = 4 << 20
 
@@ -50,16 +52,10 @@ def is_temp_name(name: str) -> bool:
     return TEMP_RE.match(name) is not None
 
 
-def atomic_write_bytes(final: str | Path, data: bytes) -> FileDigest:
-    """Atomically replace ``final`` with ``data``; the folder must exist (a vanished Drive mount is an error,
-    not a new local folder)."""
-    return atomic_write(final, lambda f: f.write(data))
-
-
 def atomic_write_json(final: str | Path, obj: Any) -> FileDigest:
-    """Atomically replace ``final`` with ``obj`` as indented JSON (NaN/inf written as null)."""
-    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False)
-    return atomic_write_bytes(final, (text + "\n").encode("utf-8"))
+    """Atomically replace ``final`` with ``obj`` as indented JSON (NaN/inf written as null); the folder must exist."""
+    text = json.dumps(json_ready(obj), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_bytes(final, (text + "\n").encode("utf-8"), create_folder=False)
 
 
 def atomic_torch_save(obj: Any, final: str | Path) -> FileDigest:
@@ -249,26 +245,6 @@ def delete_checkpoint(info: CheckpointInfo) -> None:
     """Remove a checkpoint and then its sidecar (an orphan sidecar is harmless, an orphan .pt is not verifiable)."""
     info.path.unlink(missing_ok=True)
     info.sidecar.unlink(missing_ok=True)
-
-
-def json_safe(obj: Any) -> Any:
-    """JSON-encodable copy: non-finite floats become None, tuples lists, paths and unknown objects strings."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, str)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0:  # numpy / torch scalars
-        try:
-            return json_safe(obj.item())
-        except (TypeError, ValueError, RuntimeError):
-            pass
-    if hasattr(obj, "tolist"):
-        return json_safe(obj.tolist())
-    return str(obj)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 
 from kpop_helpers.checkpoints.atomic import (
-    MANIFEST_NAME, SIDECAR_FORMAT, CheckpointInfo, ChecksumError, SourceFileError, atomic_torch_save,
+    LATEST_NAME, SIDECAR_FORMAT, CheckpointInfo, ChecksumError, SourceFileError, atomic_torch_save,
     atomic_write_bytes, atomic_write_json, best_checkpoint, checkpoint_name, copy_verified, delete_checkpoint,
     read_sidecar, remove_stale_temp_files, scan_checkpoints, file_digest, sidecar_path, split_retention,
 )
@@ -64,7 +64,7 @@ from kpop_helpers.checkpoints.state import (
     StagingBuffers, capture_rng_state, decode_state, encode_state, scrub_secrets,
 )
 from kpop_helpers.checkpoints.sync import DriveSync, RetentionPolicy, SyncRetry, resolve_drive_dir
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 log = logging.getLogger("kpop_helpers.checkpoints")
 
@@ -203,7 +203,7 @@ class CheckpointManager:
                                                        "mode": self.retention.mode,
                                                        "value": best.metric(self.retention.metric)},
                     "checkpoints": [info.name for info in keep]}
-        atomic_write_json(self.checkpoint_dir / MANIFEST_NAME, manifest)
+        atomic_write_json(self.checkpoint_dir / LATEST_NAME, manifest)
         for info in delete:
             try:
                 delete_checkpoint(info)
@@ -284,7 +284,7 @@ class CheckpointManager:
             sidecar = info.sidecar.read_bytes()
             target = self.checkpoint_dir / info.name
             copy_verified(info.path, target, info.digest)
-            atomic_write_bytes(sidecar_path(target), sidecar)
+            atomic_write_bytes(sidecar_path(target), sidecar, create_folder=False)
         log.info("copied %s back from Drive", info.name)
         return target
 

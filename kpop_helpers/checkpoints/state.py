@@ -36,8 +36,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from kpop_helpers.checkpoints.atomic import atomic_write_bytes, atomic_write_json, json_safe, file_digest
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.checkpoints.atomic import atomic_write_json, file_digest
+from kpop_helpers.errors import DataError
+from kpop_helpers.utils import atomic_write_bytes, json_ready
 
 _MARK = "__kpop__"
 # Unsigned dtypes are stored through a same-width signed view: older torch builds cannot save uint32/64.
@@ -315,8 +316,8 @@ def export_weights(model_or_state_dict: torch.nn.Module | Mapping[str, torch.Ten
     for name, array in (("mean", mean), ("std", std)):
         if array is not None:
             tensors[f"{STATS_PREFIX}{name}"] = torch.as_tensor(np.asarray(array, dtype=np.float32)).clone()
-    config = scrub_secrets(json_safe(dict(config)))
-    metadata = scrub_secrets(json_safe(dict(metadata or {})))
+    config = scrub_secrets(json_ready(dict(config)))
+    metadata = scrub_secrets(json_ready(dict(metadata or {})))
     header = {"format": EXPORT_FORMAT, "config": json.dumps(config, sort_keys=True),
               "metadata": json.dumps(metadata, sort_keys=True)}
     digest = atomic_write_bytes(path, safetensors_bytes(tensors, metadata=header))

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpop_helpers.checkpoints.atomic import (
-    MANIFEST_NAME, ChecksumError, SourceFileError, atomic_write_bytes, copy_verified, delete_checkpoint,
+    LATEST_NAME, ChecksumError, SourceFileError, atomic_write_bytes, copy_verified, delete_checkpoint,
     remove_stale_temp_files, scan_checkpoints, split_retention,
 )
 from kpop_helpers.colab import default_drive_dir, drive_mount_point, drive_mounted, in_colab, mount_drive
@@ -215,7 +215,7 @@ class DriveSync:
             except FileNotFoundError:
                 continue  # pruned locally meanwhile
             # Sidecar first: a .pt only ever appears on Drive with its hash already beside it.
-            atomic_write_bytes(self.drive_dir / info.sidecar.name, sidecar)
+            atomic_write_bytes(self.drive_dir / info.sidecar.name, sidecar, create_folder=False)
             try:
                 copy_verified(info.path, self.drive_dir / info.name, digest)
             except SourceFileError as exc:
@@ -230,9 +230,9 @@ class DriveSync:
                 continue
             self.copied.append(info.name)
             log.info("Drive sync: %s copied and verified (%.1f MB)", info.name, digest.size / 1e6)
-        manifest = self.local_dir / MANIFEST_NAME
+        manifest = self.local_dir / LATEST_NAME
         if manifest.is_file():
-            atomic_write_bytes(self.drive_dir / MANIFEST_NAME, manifest.read_bytes())
+            atomic_write_bytes(self.drive_dir / LATEST_NAME, manifest.read_bytes(), create_folder=False)
         self._prune_drive()
 
     def _prune_drive(self) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 
 from kpop_helpers.edge.sampler import Denoiser, draw_noise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
-from kpop_helpers.export.parity import parity_inputs, relative_rms
+from kpop_helpers.runners import parity_inputs, relative_rms
 
 
 @dataclass

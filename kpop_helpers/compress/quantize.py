@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from kpop_helpers.compress.errors import denoiser_error
-from kpop_helpers.export.parity import onnx_runner, parity_inputs
+from kpop_helpers.runners import onnx_runner, parity_inputs
 
 logger = logging.getLogger(__name__)
 

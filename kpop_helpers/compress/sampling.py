@@ -9,9 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from kpop_helpers.compress.errors import joints_error_mm
-from kpop_helpers.edge.sampler import Denoiser, draw_noise, sample_loop, sample_to_features
-from kpop_helpers.edge.schedule import sampling_schedule
-from kpop_helpers.export.parity import relative_rms
+from kpop_helpers.edge.sampler import Denoiser, sample_loop, sample_to_features
+from kpop_helpers.runners import relative_rms
+from kpop_helpers.sampling import SamplerSpec, SamplingNoise, draw_noise
 
 
 @dataclass
@@ -40,11 +40,11 @@ def _run(denoiser: Denoiser, text_emb: np.ndarray, initial: np.ndarray, diffusio
          guidance: float, mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     from kpop_helpers.motion.features import features_to_joints
 
-    diffusion = sampling_schedule(diffusion_steps, "ddim", steps)
+    spec = SamplerSpec("ddim", steps, guidance)  # eta = 0: deterministic, no step noise
+    diffusion = spec.schedule(diffusion_steps)
     start = time.perf_counter()
-    noise = draw_noise(0, initial.shape[0], initial.shape[-1], diffusion.num_steps, stochastic=False)
-    noise.initial = initial
-    sample = sample_loop(denoiser, text_emb, noise, diffusion, sampler="ddim", guidance=guidance)
+    sample = sample_loop(denoiser, text_emb, SamplingNoise(initial), diffusion, sampler=spec.sampler,
+                         guidance=spec.guidance)
     elapsed = time.perf_counter() - start
     return sample, np.asarray(features_to_joints(sample_to_features(sample, mean, std))), elapsed
 
@@ -64,7 +64,7 @@ def few_step_errors(denoiser: Denoiser, text_emb: np.ndarray, mean: np.ndarray, 
     results = []
     for n in steps:
         try:
-            sampling_schedule(diffusion_steps, "ddim", int(n))
+            SamplerSpec("ddim", int(n)).schedule(diffusion_steps)
         except ValueError as exc:
             results.append(FewStepError(int(n), reference_steps, None, None, None, None, skipped=str(exc)))
             continue

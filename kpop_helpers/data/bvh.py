@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError, MotionClip
+from kpop_helpers.data.clip import MotionClip
 from kpop_helpers.data.rigs import (END_SITE_SUFFIX, JointMapArg, bone_world_rotations, detect_rig, euler_to_matrix,
                                     matrix_to_euler_zyx, resolve_joint_map)
 from kpop_helpers.data.validate import MIN_FRAMES, UNIT_SCALES, body_size, unit_scale, validate_clip
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.resample import resample_positions
 from kpop_helpers.motion.skeleton import T2M_JOINT_NAMES, T2M_PARENTS, T2M_RAW_OFFSETS
 from kpop_helpers.utils import atomic_write_text

@@ -24,9 +24,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kpop_helpers.data.bvh import read_bvh
-from kpop_helpers.data.clip import DataError, MotionClip
+from kpop_helpers.data.clip import MotionClip
 from kpop_helpers.data.validate import (MIN_FRAMES, positions_from_nested, unit_scale, validate_clip, validate_fps,
                                         validate_style, validate_text, validate_texts)
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.resample import resample_positions
 from kpop_helpers.motion.skeleton import FPS_HUMANML, NUM_T2M_JOINTS, SMPL_JOINT_NAMES
 from kpop_helpers.utils import atomic_write_bytes

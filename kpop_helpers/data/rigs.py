@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import T2M_JOINT_NAMES
 
 END_SITE_SUFFIX = "/End"

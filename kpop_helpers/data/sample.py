@@ -20,9 +20,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kpop_helpers.data.choreo import Knobs, Timeline, render
-from kpop_helpers.data.moves import MOVES
-from kpop_helpers.data.clip import DataError, MotionClip
+from kpop_helpers.data.clip import MotionClip
 from kpop_helpers.data.io import save_npz
+from kpop_helpers.data.moves import MOVES
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.quality import quality_report
 from kpop_helpers.motion.skeleton import FACE_JOINTS, FOOT_JOINTS, T2M_JOINT_NAMES
 from kpop_helpers.utils import atomic_write_text

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError, MotionClip
+from kpop_helpers.data.clip import MotionClip
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import NUM_T2M_JOINTS
 
 MIN_FRAMES = 10

@@ -1,10 +1,15 @@
-"""MDM's Gaussian diffusion: schedules, respacing, training loss, DDPM/DDIM sampling and guidance."""
+"""MDM's Gaussian diffusion on torch: training loss and sampling loops over the sampling core's steps.
+
+Schedules, respacing, the steps, guidance and constraints live in `kpop_helpers.sampling` (torch-free);
+their names are re-exported here for existing callers.
+"""
 
 from kpop_helpers.diffusion.gaussian import (
     DiffusionStep,
     GaussianDiffusion,
     ModelFn,
     draw_noise,
+    draw_torch_noise,
     lengths_to_mask,
     make_generator,
     masked_l2,
@@ -17,13 +22,18 @@ from kpop_helpers.diffusion.schedule import (
     space_timesteps,
 )
 
+from kpop_helpers.sampling import Constraint, SamplerSpec
+
 __all__ = [
+    "Constraint",
+    "SamplerSpec",
     "DiffusionStep",
     "GaussianDiffusion",
     "ModelFn",
     "betas_for_alpha_bar",
     "cfg_model_fn",
     "draw_noise",
+    "draw_torch_noise",
     "get_named_beta_schedule",
     "guided_combine",
     "lengths_to_mask",

@@ -8,25 +8,12 @@ import torch
 from torch import Tensor
 
 from kpop_helpers.diffusion.gaussian import ModelFn
+from kpop_helpers.sampling.steps import guided_combine  # the one combine, for numpy and torch alike
 
 # MDM forward: model(x [B,263,1,T], timesteps [B] long, text_emb [B,D], uncond bool [B] | None) -> x0.
 MDMForward = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
-
-def guided_combine(out_cond: Tensor, out_uncond: Tensor, scale: float | Tensor) -> Tensor:
-    """out_uncond + scale * (out_cond - out_uncond), with a scalar or per-row [B] scale."""
-    scale = _row_scale(scale, out_cond)
-    return out_uncond + scale * (out_cond - out_uncond)
-
-
-def _row_scale(scale: float | Tensor, like: Tensor) -> Tensor:
-    scale = torch.as_tensor(scale, dtype=torch.float32, device=like.device)
-    if scale.ndim == 0:
-        scale = scale.expand(like.shape[0])
-    if scale.shape != (like.shape[0],):
-        raise ValueError(f"guidance scale must be a number or have shape [{like.shape[0]}], "
-                         f"got {tuple(scale.shape)}")
-    return scale.reshape(like.shape[0], *([1] * (like.ndim - 1)))
+__all__ = ["MDMForward", "cfg_model_fn", "guided_combine"]
 
 
 def cfg_model_fn(model: MDMForward, text_emb: Tensor, scale: float | Tensor = 2.5) -> ModelFn:

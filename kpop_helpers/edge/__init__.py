@@ -5,7 +5,7 @@ Raspberry-Pi-class device only `numpy`, `onnxruntime` and `tokenizers` are neede
 """
 
 from kpop_helpers.edge.manifest import MANIFEST_NAME, read_manifest
-from kpop_helpers.edge.runtime import EdgeGenerator, EdgeResult, onnx_denoiser, peak_rss_mb
+from kpop_helpers.edge.runtime import EdgeGenerator, EdgeResult, onnx_denoiser, peak_rss_mib
 from kpop_helpers.edge.sampler import (
     SamplingNoise, draw_noise, guided_combine, guided_denoise, sample_loop, sample_to_features,
 )
@@ -25,7 +25,7 @@ __all__ = [
     "guided_denoise",
     "make_session",
     "onnx_denoiser",
-    "peak_rss_mb",
+    "peak_rss_mib",
     "read_manifest",
     "sample_loop",
     "sample_to_features",

@@ -18,7 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
+from kpop_helpers.sampling.spec import FIELDS, SamplerSpec
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = "kpop_edge_export"
@@ -79,12 +80,7 @@ def manifest_sampling(manifest: dict[str, Any], export_dir: str | Path) -> dict[
     """The sampler an export was made for ({"sampler", "steps", "guidance", "eta"}), checked, from its manifest."""
     section = manifest["sampling"]
     path = Path(export_dir) / MANIFEST_NAME
-    kinds = {"sampler": str, "steps": int, "guidance": float, "eta": float}
-    missing = [key for key in kinds if not isinstance(section, dict) or key not in section]
+    missing = [key for key in FIELDS if not isinstance(section, dict) or key not in section]
     if missing:
-        raise DataError(f"missing keys {missing}", path=path, field="sampling", expected=f"all of {list(kinds)}")
-    try:
-        return {key: kind(section[key]) for key, kind in kinds.items()}
-    except (TypeError, ValueError) as exc:
-        raise DataError(f"bad value ({exc})", path=path, field="sampling",
-                        expected="sampler: str, steps: int, guidance and eta: numbers") from exc
+        raise DataError(f"missing keys {missing}", path=path, field="sampling", expected=f"all of {list(FIELDS)}")
+    return SamplerSpec.parse(section, path=path, field="sampling").to_dict()

@@ -9,13 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
 from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
                                         variant_entry)
 from kpop_helpers.edge.sampler import SamplingNoise, draw_noise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
-from kpop_helpers.utils import peak_rss_mib as peak_rss_mb  # MiB; public name kept for callers
+from kpop_helpers.errors import DataError
+from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints
+from kpop_helpers.utils import peak_rss_mib
 
 
 def onnx_denoiser(session: Any):
@@ -43,7 +44,7 @@ class EdgeResult:
     guidance: float
     seed: int | None
     timings: dict[str, float] = field(default_factory=dict)
-    peak_rss_mb: float | None = None
+    peak_rss_mib: float | None = None
 
 
 class EdgeGenerator:
@@ -82,8 +83,9 @@ class EdgeGenerator:
                 raise DataError("normalisation statistics missing", path=path, field=f"stats.{key}",
                                 expected="Mean.npy/Std.npy written by the exporter")
             array = np.load(path, allow_pickle=False).astype(np.float32)
-            if array.shape != (263,):
-                raise DataError(f"got shape {array.shape}", path=path, field=f"stats.{key}", expected="(263,)")
+            if array.shape != (FEATURE_DIM,):
+                raise DataError(f"got shape {array.shape}", path=path, field=f"stats.{key}",
+                                expected=f"({FEATURE_DIM},)")
             arrays.append(array)
         return arrays[0], arrays[1]
 
@@ -121,9 +123,7 @@ class EdgeGenerator:
                         guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,
                         noise: np.ndarray | None = None, step_noise: np.ndarray | None = None,
                         eta: float | None = None, text_emb: np.ndarray | None = None) -> EdgeResult:
-        """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS too."""
-        from kpop_helpers.motion.features import features_to_joints
-
+        """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS (MiB) too."""
         defaults = self.sampling
         sampler = defaults["sampler"] if sampler is None else sampler
         steps = defaults["steps"] if steps is None else steps
@@ -155,14 +155,14 @@ class EdgeGenerator:
                    "step_s": (t2 - t1) / diffusion.num_steps}
         self.last = EdgeResult(joints=joints, features=features, sample=sample, prompts=prompts, sampler=sampler,
                                steps=diffusion.num_steps, guidance=float(guidance), seed=seed, timings=timings,
-                               peak_rss_mb=peak_rss_mb())
+                               peak_rss_mib=peak_rss_mib())
         return self.last
 
     @staticmethod
     def _noise(batch: int, frames: int, num_steps: int, sampler: str, eta: float, seed: int | None,
                noise: np.ndarray | None, step_noise: np.ndarray | None) -> SamplingNoise:
         stochastic = sampler == "ddpm" or eta > 0.0
-        shape = (batch, 263, 1, frames)
+        shape = (batch, FEATURE_DIM, 1, frames)
         if noise is not None and tuple(noise.shape) != shape:
             raise ValueError(f"noise must have shape {shape} (prompts, features, 1, frames), got {noise.shape}")
         if noise is not None and (step_noise is not None or not stochastic):

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
 from kpop_helpers.edge.manifest import MANIFEST_NAME, TEXT_INPUT_NAMES
+from kpop_helpers.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 FORMAT_CHOICES = {"all": ["onnx", "torchscript", "torch_export"], "onnx": ["onnx"], "torchscript": ["torchscript"],
                   "torch_export": ["torch_export"], "config": None}
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the export; prints a short summary and returns 0, or 2 with the error message."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(message)s")
-    from kpop_helpers.export.exporter import ModelExporter
+    from kpop_helpers.export.bundle import ModelExporter
 
     train_config = None
     if args.train_data:

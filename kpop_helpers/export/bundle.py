@@ -1,4 +1,5 @@
-"""`export_all`: the edge folder with every artifact the config asks for, measured errors, and manifest.json."""
+"""ModelExporter and the edge folder it builds (`export_all`): every artifact the config asks for, measured
+errors, and manifest.json last."""
 
 from __future__ import annotations
 
@@ -11,29 +12,95 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from kpop_helpers.compress import (
     GenerationSetup, compressed_size_bytes, convert_onnx_fp16, count_parameters, generate_joints, measure_variant,
     prune_model, quantize_onnx_int8, quantize_torch_int8, recovery_finetune, torch_state_size_bytes,
 )
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.config import EDGE_CONFIG_NAME, EXPORT_FORMATS, load_edge_config
 from kpop_helpers.edge.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, MEAN_FILE, STD_FILE
 from kpop_helpers.edge.schedule import sampling_schedule
-from kpop_helpers.export.exporter import commit_file, export_onnx_file, quiet_export, temp_path
+from kpop_helpers.errors import DataError
+from kpop_helpers.export.artifacts import (
+    ExportRecord, export_onnx_file, export_torch_program_file, export_torchscript_file, trace_to_file,
+)
+from kpop_helpers.export.loading import load_model_for_export
 from kpop_helpers.export.onnx_wrapper import input_spec
-from kpop_helpers.export.parity import onnx_runner, parity_inputs, torch_runner, torchscript_runner
-from kpop_helpers.utils import atomic_write_text
+from kpop_helpers.runners import onnx_runner, parity_inputs, torch_runner, torchscript_runner
+from kpop_helpers.utils import atomic_write_text, staged_path
 
 logger = logging.getLogger(__name__)
 # Embedded for the edge side when the config lists no prompts (mode "precomputed") and used to measure errors.
 DEFAULT_PROMPTS = ("a powerful hip-hop dance with big arm waves", "a cute aegyo dance with small bounces")
 
 
+class ModelExporter:
+    """Exports a trained MDM for edge devices as configured by `edge_config.json`.
+
+    model_path: our `.safetensors` export (config JSON and statistics beside/inside it), a training
+    checkpoint `.pt`, or an official MDM `.pt`. `model=` skips loading (e.g. a model already in memory).
+    `train_config` (a TrainConfig with data) enables the recovery fine-tune after structured pruning.
+    """
+
+    def __init__(self, model_path: str | Path | None, config_path: str | Path | None = EDGE_CONFIG_NAME, *,
+                 model: torch.nn.Module | None = None, stats_dir: str | Path | None = None,
+                 text_encoder: Any = None, train_config: Any = None, threads: int | None = None,
+                 progress: bool = True):
+        if model_path is None and model is None:
+            raise DataError("nothing to export", field="model_path", expected="a weights file or model=")
+        self.model_path = None if model_path is None else Path(model_path)
+        self.config = load_edge_config(config_path)
+        self.stats_dir, self.text_encoder, self.train_config = stats_dir, text_encoder, train_config
+        self.threads, self.progress = threads, progress
+        self._model = model.eval() if model is not None else None
+        if self._model is not None and stats_dir is not None:
+            from kpop_helpers.motion.stats import MotionStats
+
+            self._model.stats = MotionStats.load(stats_dir)
+
+    def load_model(self) -> torch.nn.Module:
+        """The MDM to export (loaded once), in eval mode on the CPU."""
+        if self._model is None:
+            self._model = load_model_for_export(self.model_path, stats_dir=self.stats_dir).cpu().eval()
+        return self._model
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.load_model()
+
+    def export_to_onnx(self, path: str | Path) -> ExportRecord:
+        """fp32 ONNX (dynamic batch and frames, opset from the config) with ORT parity max abs <= 1e-4."""
+        record = export_onnx_file(self.model, path, opset=self.config.export.opset, threads=self.threads)
+        logger.info("ONNX: %s (%.1f MB), parity max abs %.2e", path, record.size_bytes / 1e6, record.parity["max_abs"])
+        return record
+
+    def export_to_torchscript(self, path: str | Path) -> ExportRecord:
+        """TorchScript (torch.jit.trace, deprecated) with torch.jit.load parity."""
+        return export_torchscript_file(self.model, path)
+
+    def export_to_torch_export(self, path: str | Path) -> ExportRecord:
+        """torch.export program (.pt2) with torch.export.load parity."""
+        return export_torch_program_file(self.model, path)
+
+    def export_all(self, output_dir: str | Path, formats: list[str] | tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Every artifact the config asks for, plus statistics, text encoder and manifest.json; returns the manifest.
+
+        formats: subset of ("onnx", "torchscript", "torch_export"); None = the config's export.formats.
+        Compressed variants (int8, fp16, pruned) are ONNX files and need "onnx".
+        """
+        formats = list(formats if formats is not None else self.config.export.formats)
+        unknown = [f for f in formats if f not in EXPORT_FORMATS]
+        if unknown or not formats:
+            raise DataError(f"unknown formats {unknown or formats}", field="formats", expected=f"from {EXPORT_FORMATS}")
+        return build_export_folder(self, Path(output_dir), formats)
+
+
 class _Context:
     """What every variant is compared against: the fp32 PyTorch model on fixed inputs and fixed noise."""
 
-    def __init__(self, exporter: Any, out_dir: Path, text_emb: np.ndarray):
+    def __init__(self, exporter: ModelExporter, out_dir: Path, text_emb: np.ndarray):
         self.exporter, self.out_dir, self.cfg = exporter, out_dir, exporter.config
         self.model = exporter.model
         stats = self.model.stats
@@ -108,21 +175,10 @@ def _pruned_variants(ctx: _Context, fp32_onnx: Path) -> dict[str, dict[str, Any]
 
 def _torch_int8(ctx: _Context) -> dict[str, Any]:
     """torch.ao dynamic int8, traced to TorchScript (the only file format that keeps its packed weights)."""
-    import torch
-
-    from kpop_helpers.export.onnx_wrapper import ExportableMDM, example_inputs
-
     quantized, coverage = quantize_torch_int8(ctx.model)
     path = ctx.out_dir / "model_int8_torch_scripted.pt"
-    tmp = temp_path(path)
-    try:
-        with quiet_export(), torch.no_grad():
-            traced = torch.jit.trace(ExportableMDM(quantized), example_inputs(ctx.model.cfg), check_trace=False)
-            torch.jit.save(traced, str(tmp))
-        commit_file(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with staged_path(path) as tmp:
+        trace_to_file(quantized, tmp)
     return _entry(path, "torchscript", "int8", None, count_parameters(ctx.model), coverage=coverage.to_dict(),
                   state_dict_bytes=torch_state_size_bytes(quantized),
                   error=ctx.error("torch_int8", torchscript_runner(path)))
@@ -151,7 +207,7 @@ def _text_section(ctx: _Context, encoder: Any) -> dict[str, Any]:
     return info
 
 
-def _text_encoder_and_embeddings(exporter: Any, model: Any) -> tuple[Any, np.ndarray, str]:
+def _text_encoder_and_embeddings(exporter: ModelExporter, model: torch.nn.Module) -> tuple[Any, np.ndarray, str]:
     prompts = list(exporter.config.export.prompts[:4] or DEFAULT_PROMPTS)
     try:
         encoder = exporter.text_encoder
@@ -209,7 +265,7 @@ def _run_stage(stage: str, ctx: _Context, params: int) -> dict[str, dict[str, An
     raise ValueError(f"unknown export stage {stage!r}")
 
 
-def build_export_folder(exporter: Any, out_dir: Path, formats: list[str]) -> dict[str, Any]:
+def build_export_folder(exporter: ModelExporter, out_dir: Path, formats: list[str]) -> dict[str, Any]:
     """Write every artifact into `out_dir` and manifest.json last (a folder without it is incomplete)."""
     model, cfg = exporter.model, exporter.config
     if getattr(model, "stats", None) is None:

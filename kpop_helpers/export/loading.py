@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.model import MDM, MDMConfig, load_denoiser_weights, load_mdm
 from kpop_helpers.motion.stats import MotionStats
 

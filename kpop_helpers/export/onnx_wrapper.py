@@ -11,11 +11,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from kpop_helpers.edge.manifest import INPUT_NAMES, OUTPUT_NAMES
+from kpop_helpers.runners import example_inputs  # re-exported: the export's example inputs are the runners' inputs
 
 __all__ = ["ExportableMDM", "INPUT_NAMES", "OUTPUT_NAMES", "dynamic_shapes", "example_inputs", "input_spec"]
 
@@ -46,17 +46,6 @@ class ExportableMDM(nn.Module):
     def forward(self, x: Tensor, timesteps: Tensor, text_emb: Tensor, uncond: Tensor) -> Tensor:
         """x [B,263,1,T], timesteps [B] int64, text_emb [B,D], uncond [B] bool -> x0 [B,263,1,T]."""
         return self.model(x, timesteps, text_emb, uncond)
-
-
-def example_inputs(cfg: Any, batch: int = 2, frames: int | None = None, seed: int = 0) -> tuple[Tensor, ...]:
-    """Deterministic inputs of the export signature (both uncond values present when batch > 1)."""
-    frames = int(frames if frames is not None else min(cfg.max_frames, 60))
-    rng = np.random.default_rng(seed)
-    x = torch.from_numpy(rng.standard_normal((batch, cfg.njoints, cfg.nfeats, frames), dtype=np.float32))
-    timesteps = torch.from_numpy(rng.integers(0, cfg.diffusion_steps, size=batch, dtype=np.int64))
-    text_emb = torch.from_numpy(rng.standard_normal((batch, cfg.text_dim), dtype=np.float32))
-    uncond = torch.from_numpy(np.arange(batch) % 2 == 1)
-    return x, timesteps, text_emb, uncond
 
 
 def dynamic_shapes(cfg: Any) -> tuple[dict[int, Any], ...]:

@@ -7,18 +7,25 @@ baked in a shape fails here rather than on a user's device.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from kpop_helpers.export.onnx_wrapper import example_inputs
+# The runners and their inputs live one floor down (compress uses them too); re-exported here, their old home.
+from kpop_helpers.runners import (
+    Runner, onnx_runner, parity_inputs, parity_shapes, relative_rms, torch_export_runner, torch_runner,
+    torchscript_runner,
+)
 
-# numpy in, numpy out: (x, timesteps, text_emb, uncond) -> x0.
-Runner = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+__all__ = [
+    "FP32_ATOL", "ParityCase", "ParityError", "ParityReport", "Runner", "measure_parity", "onnx_runner",
+    "parity_inputs", "parity_shapes", "relative_rms", "require_parity", "torch_export_runner", "torch_runner",
+    "torchscript_runner",
+]
+
 FP32_ATOL = 1e-4
 
 
@@ -71,65 +78,6 @@ class ParityReport:
         """JSON-ready numbers for manifest.json."""
         return {"runtime": self.runtime, "atol": self.atol, "passed": self.passed, "max_abs": self.max_abs,
                 "rel_rms": self.rel_rms, "cases": [asdict(c) for c in self.cases]}
-
-
-def relative_rms(reference: np.ndarray, candidate: np.ndarray) -> float:
-    """RMS(candidate - reference) / RMS(reference) (inf when the reference is all zeros and they differ)."""
-    reference = np.asarray(reference, dtype=np.float64)
-    diff = np.asarray(candidate, dtype=np.float64) - reference
-    denom = float(np.sqrt(np.mean(reference ** 2)))
-    num = float(np.sqrt(np.mean(diff ** 2)))
-    return num / denom if denom > 0 else (0.0 if num == 0 else float("inf"))
-
-
-def parity_shapes(cfg: Any) -> list[tuple[int, int]]:
-    """(batch, frames) pairs: batches 1 and 3 (the guided batch of the edge loop is 2B) x a short and the max length."""
-    long = int(cfg.max_frames)
-    short = max(1, min(37, long - 1))
-    return [(batch, frames) for batch in (1, 3) for frames in (short, long)]
-
-
-def parity_inputs(cfg: Any, shapes: Sequence[tuple[int, int]] | None = None,
-                  seed: int = 1234) -> list[tuple[np.ndarray, ...]]:
-    """Deterministic numpy inputs for each shape."""
-    out = []
-    for i, (batch, frames) in enumerate(shapes or parity_shapes(cfg)):
-        out.append(tuple(t.numpy() for t in example_inputs(cfg, batch, frames, seed=seed + i)))
-    return out
-
-
-def torch_runner(module: torch.nn.Module) -> Runner:
-    """Run a PyTorch module (eager, TorchScript or an exported program's module) on numpy inputs."""
-    def run(x: np.ndarray, t: np.ndarray, e: np.ndarray, u: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(t)),
-                         torch.from_numpy(np.ascontiguousarray(e)), torch.from_numpy(np.ascontiguousarray(u)))
-        return out.detach().float().numpy()
-
-    return run
-
-
-def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
-    """Run an ONNX file in an ONNX Runtime CPU session."""
-    from kpop_helpers.edge.runtime import onnx_denoiser
-    from kpop_helpers.edge.text import make_session
-
-    return onnx_denoiser(make_session(path, threads))
-
-
-def torchscript_runner(path: str | Path) -> Runner:
-    """Run a TorchScript file loaded with torch.jit.load (deprecated in this torch, like jit.trace; silenced)."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        module = torch.jit.load(str(path), map_location="cpu")
-    return torch_runner(module.eval())
-
-
-def torch_export_runner(path: str | Path) -> Runner:
-    """Run a torch.export `.pt2` file loaded with torch.export.load."""
-    return torch_runner(torch.export.load(str(path)).module())
 
 
 def measure_parity(reference: Runner, candidate: Runner, inputs: Sequence[tuple[np.ndarray, ...]], *,

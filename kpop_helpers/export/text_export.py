@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -22,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kpop_helpers.data.clip import DataError
 from kpop_helpers.edge.manifest import (
     PROMPT_EMBEDDINGS_FILE, TEXT_INPUT_NAMES, TEXT_ONNX_FILE, TEXT_OUTPUT_NAME, TOKENIZER_FILE,
 )
-from kpop_helpers.export.exporter import quiet_export, strip_debug_metadata
+from kpop_helpers.errors import DataError
+from kpop_helpers.export.artifacts import quiet_export, strip_debug_metadata
 from kpop_helpers.export.parity import FP32_ATOL
-from kpop_helpers.utils import atomic_write_bytes
+from kpop_helpers.utils import atomic_write_bytes, commit_file
 
 logger = logging.getLogger(__name__)
 
@@ -134,9 +133,7 @@ def export_text_encoder(encoder: Any, out_dir: str | Path, *, opset: int = 18, a
             raise TextExportError(f"ONNX text encoder failed parity: max abs {max_abs:.3e} (tolerance {atol:.1e}), "
                                   f"tokens identical to transformers: {tokens_identical}; not written")
         for name in (data_name, TOKENIZER_FILE, TEXT_ONNX_FILE):  # the graph last: it names the data file
-            with open(Path(tmp) / name, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(Path(tmp) / name, out_dir / name)
+            commit_file(Path(tmp) / name, out_dir / name)
     size = (out_dir / TEXT_ONNX_FILE).stat().st_size + (out_dir / data_name).stat().st_size
     logger.info("text encoder exported: %s (%.1f MB), parity max abs %.2e", out_dir / TEXT_ONNX_FILE, size / 1e6,
                 max_abs)

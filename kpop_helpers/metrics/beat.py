@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from scipy.signal import argrelextrema
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.kinetic import REFERENCE_FPS, Mode, check_joints, check_mode, check_reference_fps
 
 SMOOTHING_SIGMA_FRAMES = 5.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 
 def fidelity(reference_joints, variant_joints) -> dict[str, float]:

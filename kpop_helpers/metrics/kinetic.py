@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 Mode = Literal["compat", "corrected"]
 MODES: tuple[str, ...] = ("compat", "corrected")

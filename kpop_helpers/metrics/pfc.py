@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.kinetic import Mode, check_joints, check_mode
 
 EDGE_FPS = 30.0

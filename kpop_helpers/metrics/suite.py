@@ -7,7 +7,7 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.beat import beat_align_score
 from kpop_helpers.metrics.convert import AIST_FPS, EDGE_FPS, to_aist_convention, to_edge_convention
 from kpop_helpers.metrics.fid import MIN_SAMPLES, quantized_metrics

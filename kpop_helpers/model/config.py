@@ -6,10 +6,11 @@ import copy
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
+from kpop_helpers.motion.features import FEATURE_DIM
 
 # Feature width per dataset of the official code (`get_model_args`): HumanML3D 263-d, KIT-ML 251-d.
-_DATASET_NJOINTS = {"humanml": 263, "kit": 251}
+_DATASET_NJOINTS = {"humanml": FEATURE_DIM, "kit": 251}
 # Width of each text encoder's output; the denoiser's `embed_text` maps it to latent_dim.
 TEXT_ENCODER_DIMS = {"clip": 512, "minilm": 384}
 _ACTIVATIONS = ("gelu", "relu")
@@ -25,7 +26,7 @@ class MDMConfig:
     num_heads: int = 4
     dropout: float = 0.1
     activation: str = "gelu"
-    njoints: int = 263
+    njoints: int = FEATURE_DIM  # MDM's name for the feature width
     nfeats: int = 1
     text_dim: int = 512
     cond_mask_prob: float = 0.1

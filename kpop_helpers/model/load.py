@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.model.config import MDMConfig, get_preset
 from kpop_helpers.model.mdm import MDM, PE_KEYS
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion import _quaternion as quat
 from kpop_helpers.motion.skeleton import (
     FOOT_JOINTS,

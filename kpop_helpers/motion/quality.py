@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import FOOT_JOINTS, T2M_PARENTS
 
 # Foot-skating definition of GMD (Karunratanakul et al., "Guided Motion Diffusion for Controllable Human

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.features import FEATURE_DIM, FEATURE_SLICES
 
 MEAN_FILE = "Mean.npy"

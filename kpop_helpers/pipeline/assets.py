@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kpop_helpers.errors import DataError
-from kpop_helpers.pipeline.common import save_result, stage_progress
+from kpop_helpers.pipeline.common import read_json, save_result, stage_progress
 from kpop_helpers.pipeline.results import AssetsResult
 from kpop_helpers.pipeline.settings import FULL
 from kpop_helpers.utils import atomic_write_text
@@ -104,12 +104,9 @@ def prepare_assets(work_dir: str | Path, *, official: bool | str | None = None, 
 def recorded_base_model(work_dir: str | Path) -> str | None:
     """The base model 01_setup chose for this run ("official" or "scratch"), None when 01 has not run."""
     path = Path(work_dir) / ASSETS_FILE
-    if not path.is_file():
+    recorded = read_json(path, "assets.json written by 01_setup")
+    if recorded is None:
         return None
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc})", path=path, expected="assets.json written by 01_setup") from exc
     choice = recorded.get("base_model") or ("official" if recorded.get("official_checkpoint") else None)
     if choice not in (None, "official", "scratch"):
         raise DataError(f"base_model is {choice!r}", path=path, field="base_model", expected="'official' or 'scratch'")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, fields, is_dataclass
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from kpop_helpers.errors import DataError
-from kpop_helpers.utils import atomic_write_text
+from kpop_helpers.utils import atomic_write_text, fmt, json_ready, markdown_table
+
+__all__ = ["MissingStageOutput", "StageProgress", "fmt", "json_ready", "load_result", "markdown_table", "publish",
+           "read_json", "save_result", "stage_progress"]
 
 RESULT_FILE = "result.json"
 T = TypeVar("T")
@@ -94,23 +96,6 @@ def stage_progress(stage: str, steps: Sequence[str], enabled: bool = True) -> It
         progress.close()
 
 
-def json_ready(value: Any) -> Any:
-    """Paths to strings, NaN/inf to None, numpy scalars to Python numbers, recursively."""
-    if is_dataclass(value) and not isinstance(value, type):
-        value = asdict(value)
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_ready(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 1) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def save_result(result: Any, folder: str | Path) -> Path:
     """Write a stage result dataclass as `<folder>/result.json` (atomic)."""
     path = Path(folder) / RESULT_FILE
@@ -118,16 +103,22 @@ def save_result(result: Any, folder: str | Path) -> Path:
     return path
 
 
-def load_result(cls: type[T], folder: str | Path) -> T | None:
-    """The stage result stored in `<folder>/result.json`, or None when absent."""
-    path = Path(folder) / RESULT_FILE
+def read_json(path: Path, expected: str) -> Any:
+    """The JSON in `path`, None when the file is absent; DataError naming the file when it is not JSON."""
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON ({exc})", path=path,
-                        expected=f"a {cls.__name__} written by the pipeline") from exc
+        raise DataError(f"invalid JSON ({exc})", path=path, expected=expected) from exc
+
+
+def load_result(cls: type[T], folder: str | Path) -> T | None:
+    """The stage result stored in `<folder>/result.json`, or None when absent."""
+    path = Path(folder) / RESULT_FILE
+    data = read_json(path, f"a {cls.__name__} written by the pipeline")
+    if data is None:
+        return None
     known = {f.name for f in fields(cls)}
     if not isinstance(data, dict):
         raise DataError(f"top level is a {type(data).__name__}", path=path, expected="a JSON object")
@@ -136,29 +127,3 @@ def load_result(cls: type[T], folder: str | Path) -> T | None:
     if missing:
         raise DataError(f"missing fields {missing}", path=path, expected=f"a {cls.__name__} written by the pipeline")
     return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def fmt(value: Any, digits: int = 3) -> str:
-    """A table cell: numbers to `digits` significant digits, None as a dash."""
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return "–"
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
-            return f"{value:.{max(1, digits - 1)}e}"
-        return f"{value:.{digits}g}"
-    return str(value)
-
-
-def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
-    """A Markdown table of `rows` with (key, header) columns."""
-    if not rows:
-        return "_(no rows)_\n"
-    lines = ["| " + " | ".join(h for _, h in columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row.get(k)) for k, _ in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"

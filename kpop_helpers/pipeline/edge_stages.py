@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.config import EdgeConfig
+from kpop_helpers.config import EDGE_CONFIG_NAME, EdgeConfig
 from kpop_helpers.pipeline.common import (
     MissingStageOutput, json_ready, load_result, markdown_table, publish, save_result, stage_progress,
 )
@@ -19,7 +19,6 @@ from kpop_helpers.pipeline.settings import DEMO_PROMPTS, PipelineSettings, WorkD
 from kpop_helpers.utils import atomic_write_text
 
 logger = logging.getLogger(__name__)
-EDGE_CONFIG_NAME = "edge_config.json"
 ERROR_COLUMNS = (("variant", "variant"), ("params", "params"), ("size_mb", "size (MB)"),
                  ("denoiser_max_abs", "denoiser max abs"), ("denoiser_rel_rms", "denoiser rel RMS"),
                  ("joints_mpjpe_mm", "joints MPJPE (mm)"), ("joints_root_relative_mm", "pose-only MPJPE (mm)"),
@@ -115,7 +114,8 @@ def compress(weights_path: str | Path, out_dir: str | Path, *, config_path: str 
         GenerationSetup, count_parameters, few_step_errors, generate_joints, measure_variant, prune_model,
         quantize_torch_int8, recovery_finetune, torch_state_size_bytes,
     )
-    from kpop_helpers.export import load_model_for_export, torch_runner
+    from kpop_helpers.export import load_model_for_export
+    from kpop_helpers.runners import torch_runner
     from kpop_helpers.text import get_text_encoder
 
     s, out = settings_for(smoke), Path(out_dir)

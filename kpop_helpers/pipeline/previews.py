@@ -62,7 +62,7 @@ def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames:
     from the export are skipped."""
     from kpop_helpers.compress.errors import GenerationSetup, generate_joints
     from kpop_helpers.edge import EdgeGenerator, read_manifest
-    from kpop_helpers.export.parity import torch_runner
+    from kpop_helpers.runners import torch_runner
     from kpop_helpers.text import get_text_encoder
 
     export_dir = Path(export_dir)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 
 class TextEncoderUnavailable(RuntimeError):

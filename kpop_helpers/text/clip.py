@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.text.base import TextEncoder, TextEncoderUnavailable, register_text_encoder
 
 CLIP_HUB_ID = "openai/clip-vit-base-patch32"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.text.base import TextEncoder, TextEncoderUnavailable, register_text_encoder
 
 # sha256 of sentence-transformers/all-MiniLM-L6-v2 model.safetensors (the Hugging Face LFS object id).

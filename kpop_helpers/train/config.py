@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 
 
 @dataclass

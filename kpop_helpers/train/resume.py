@@ -14,8 +14,8 @@ import os
 import time
 from pathlib import Path
 
-from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, MANIFEST_NAME
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.checkpoints.atomic import CHECKPOINT_RE, LATEST_NAME
+from kpop_helpers.errors import DataError
 from kpop_helpers.train.fingerprint import FINGERPRINT_KEY, check_fingerprint, fingerprint_differences
 from kpop_helpers.utils import fsync_dir
 
@@ -80,7 +80,7 @@ def archive_run(folder: str | Path, stamp: str) -> Path | None:
     if not any(CHECKPOINT_RE.match(name) for name in names):
         return None  # nothing a later "auto" could resume: leave logs and stray files alone
     # A .pt before its sidecar, the manifest last: an interrupted move leaves only harmless orphans behind.
-    names.sort(key=lambda name: (not name.endswith(".pt"), name == MANIFEST_NAME, name))
+    names.sort(key=lambda name: (not name.endswith(".pt"), name == LATEST_NAME, name))
     target = folder / PREVIOUS_FOLDER / stamp
     target.mkdir(parents=True)
     for name in names:
@@ -91,7 +91,7 @@ def archive_run(folder: str | Path, stamp: str) -> Path | None:
 
 
 def _belongs_to_run(name: str) -> bool:
-    if name in (MANIFEST_NAME, "logs"):
+    if name in (LATEST_NAME, "logs"):
         return True
     if name.endswith(".json"):
         name = name[:-len(".json")] + ".pt"  # a checkpoint's sidecar

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.model import MDM, get_preset
 from kpop_helpers.motion.stats import MotionStats
 from kpop_helpers.train.config import TrainConfig

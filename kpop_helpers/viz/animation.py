@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from mpl_toolkits.mplot3d.art3d import Line3DCollection
 from tqdm.auto import tqdm
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import (
     LEFT_CHAIN_JOINTS,
     NUM_T2M_JOINTS,

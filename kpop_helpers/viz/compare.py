@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.animation import FuncAnimation
 from matplotlib.figure import Figure
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.viz.animation import (
     DEFAULT_AZIM,
     DEFAULT_ELEV,

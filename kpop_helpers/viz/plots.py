@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from kpop_helpers.data.clip import DataError
+from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import LEFT_FOOT, RIGHT_FOOT
 from kpop_helpers.viz.animation import (
     DEFAULT_AZIM,
