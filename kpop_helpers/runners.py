@@ -2,12 +2,14 @@
 
 PyTorch (eager, TorchScript, torch.export) and ONNX Runtime artifacts are wrapped into the same callable,
 with deterministic inputs of that signature, so that the export's parity checks and the compression
-error reports compare runtimes on identical arrays. Both `export` and `compress` stand on this module.
+error reports compare runtimes on identical arrays with one measurement (`measure_difference`). Both
+`export` and `compress` stand on this module.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,48 @@ def relative_rms(reference: np.ndarray, candidate: np.ndarray) -> float:
     denom = float(np.sqrt(np.mean(reference ** 2)))
     num = float(np.sqrt(np.mean(diff ** 2)))
     return num / denom if denom > 0 else (0.0 if num == 0 else float("inf"))
+
+
+@dataclass
+class DifferenceCase:
+    """Disagreement of two runners on one input: its shape, max abs and relative RMS of the x0 outputs."""
+
+    batch: int
+    frames: int
+    max_abs: float
+    rel_rms: float
+
+
+@dataclass
+class RunnerDifference:
+    """Disagreement of a candidate runner with a reference over several inputs: per input and pooled."""
+
+    cases: list[DifferenceCase] = field(default_factory=list)
+    max_abs: float = float("nan")  # over every input
+    rel_rms: float = float("nan")  # RMS(candidate - reference) / RMS(reference), every input pooled
+
+
+def measure_difference(reference: Runner, candidate: Runner,
+                       inputs: Sequence[tuple[np.ndarray, ...]]) -> RunnerDifference:
+    """Run both on every input: max abs and relative RMS per input and pooled (a shape mismatch is inf)."""
+    result = RunnerDifference()
+    expected, actual = [], []
+    for args in inputs:
+        want = np.asarray(reference(*args), np.float64)
+        got = np.asarray(candidate(*args), np.float64)
+        batch, frames = int(args[0].shape[0]), int(args[0].shape[-1])
+        if got.shape != want.shape:
+            result.cases.append(DifferenceCase(batch, frames, float("inf"), float("inf")))
+            continue
+        result.cases.append(DifferenceCase(batch, frames, float(np.max(np.abs(got - want))), relative_rms(want, got)))
+        expected.append(want.ravel())
+        actual.append(got.ravel())
+    if any(not np.isfinite(c.max_abs) for c in result.cases):
+        result.max_abs = result.rel_rms = float("inf")
+    elif expected:
+        e, a = np.concatenate(expected), np.concatenate(actual)
+        result.max_abs, result.rel_rms = float(np.max(np.abs(a - e))), relative_rms(e, a)
+    return result
 
 
 def torch_runner(module: torch.nn.Module) -> Runner:

@@ -67,3 +67,29 @@ def tiny_mdm(seed: int = 0):
     model.stats = MotionStats(mean=0.1 * rng.standard_normal(263), std=0.5 + rng.random(263))
     model.text_encoder_name = "minilm"
     return model
+
+
+# Prompts of the tiny export: the first one's embedding is precomputed in the export folder.
+EDGE_PROMPTS = ["a powerful hip-hop dance with big arm waves", "a cute aegyo dance with small bounces"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory):
+    """(tiny_mdm(0), its export folder): fp32 and int8 ONNX, the ONNX text tower; shared by every test file."""
+    import warnings
+
+    from kpop_helpers.config import EdgeConfig
+    from kpop_helpers.export import ModelExporter
+
+    model = tiny_mdm(0)
+    folder = tmp_path_factory.mktemp("edge_export")
+    config = EdgeConfig.from_dict({
+        "optimization": {"quantization": {"enabled": True, "fp16": False}, "pruning": {"enabled": False}},
+        "export": {"formats": ["onnx"], "text_encoder": "onnx", "prompts": EDGE_PROMPTS[:1]},
+    })
+    config.save(folder / "edge_config.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "no recovery data" and tracer warnings: expected for an export
+        ModelExporter(None, folder / "edge_config.json", model=model, threads=1, progress=False).export_all(
+            folder / "out")
+    return model, folder / "out"

@@ -90,6 +90,32 @@ def test_smoke_protocol_and_outputs(smoke):
         assert inputs["initial_noise"].shape == (3, 263, 1, 40)
 
 
+def test_onnx_rows_run_the_edge_runtime_and_make_its_dances(smoke):
+    """An ONNX row's dances are EdgeGenerator's for the same prompts' embeddings and noise; code_path says so."""
+    from kpop_helpers.bench.variants import EDGE_CODE_PATH, TORCH_CODE_PATH
+    from kpop_helpers.edge import EdgeGenerator
+
+    out, results = smoke
+    for row in results["rows"]:
+        expected = EDGE_CODE_PATH if row["runtime"] == "onnxruntime" else TORCH_CODE_PATH
+        assert row["code_path"] == expected, row["key"]
+    assert EDGE_CODE_PATH in (out / "results.md").read_text()
+    work = out / ".work"
+    with np.load(work / "inputs.npz") as inputs:
+        text_emb, initial = inputs["text_emb"], inputs["initial_noise"]
+    with np.load(work / "samples" / "ort_fp32_ddim4.npz") as saved:
+        bench_joints = saved["joints"]
+    edge = EdgeGenerator(work / "smoke_model" / "export", variant="fp32", threads=1)
+    prompts = results["protocol"]["prompts"]
+    joints = edge.generate(prompts, frames=40, steps=4, sampler="ddim", guidance=2.5, noise=initial[:len(prompts)],
+                           text_emb=text_emb)
+    # The same ORT session options, loop and numpy code at one thread: the very same numbers.
+    np.testing.assert_allclose(bench_joints, joints, rtol=0, atol=1e-6)
+    other = edge.generate(prompts, frames=40, steps=4, sampler="ddim", guidance=2.5, noise=initial[::-1].copy(),
+                          text_emb=text_emb)
+    assert np.abs(other - bench_joints).max() > 1e-3  # the comparison can tell other noise apart
+
+
 def test_resume_skips_rows_already_measured(smoke, tmp_path):
     out, results = smoke
     import shutil
@@ -163,9 +189,9 @@ def test_noise_is_per_sample_deterministic_and_read_step_by_step(tmp_path):
     steps_a, steps_b = np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy")
     np.testing.assert_array_equal(steps_a[:2], steps_b[:, :4])
     reader = StepNoise(tmp_path / "a.npy", samples=[2, 0], steps=4)
-    assert len(reader) == 4
+    assert len(reader) == 4 and reader.shape == (4, 2, 263, 1, 10)
     for k in range(4):
-        np.testing.assert_array_equal(reader[k].numpy(), steps_a[[2, 0], k])
+        np.testing.assert_array_equal(reader[k], steps_a[[2, 0], k])
     with pytest.raises(IndexError):
         reader[4]
     with pytest.raises(DataError, match="outside"):

@@ -13,14 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from kpop_helpers.config import EdgeConfig
 from kpop_helpers.data.clip import DataError
 from kpop_helpers.edge import EdgeGenerator, NumpyDiffusion, draw_noise, guided_combine, sample_loop
 from kpop_helpers.edge.sampler import SamplingNoise
-from tests.conftest import REPO_ROOT, fixture_cases, fixture_family
+from tests.conftest import EDGE_PROMPTS, REPO_ROOT, fixture_cases, fixture_family
 
 FAMILY = "mdm_diffusion"
-PROMPTS = ["a powerful hip-hop dance with big arm waves", "a cute aegyo dance with small bounces"]
+PROMPTS = EDGE_PROMPTS
 SCHEDULE_KEYS = (
     "betas", "alphas_cumprod", "alphas_cumprod_prev", "alphas_cumprod_next", "sqrt_alphas_cumprod",
     "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
@@ -118,31 +117,13 @@ def test_numpy_diffusion_matches_reference(case):
 
 
 @pytest.fixture(scope="module")
-def tiny_model():
-    from kpop_helpers.model import MDM, get_preset
-    from kpop_helpers.motion.stats import MotionStats
-
-    torch.manual_seed(0)
-    model = MDM(get_preset("tiny")).eval()
-    rng = np.random.default_rng(0)
-    model.stats = MotionStats(mean=0.1 * rng.standard_normal(263), std=0.5 + rng.random(263))
-    model.text_encoder_name = "minilm"
-    return model
+def tiny_model(tiny_export):
+    return tiny_export[0]
 
 
 @pytest.fixture(scope="module")
-def export_dir(tmp_path_factory, tiny_model) -> Path:
-    from kpop_helpers.export import ModelExporter
-
-    folder = tmp_path_factory.mktemp("edge_export")
-    config = EdgeConfig.from_dict({
-        "optimization": {"quantization": {"enabled": True, "fp16": False}, "pruning": {"enabled": False}},
-        "export": {"formats": ["onnx"], "text_encoder": "onnx", "prompts": PROMPTS[:1]},
-    })
-    config.save(folder / "edge_config.json")
-    ModelExporter(None, folder / "edge_config.json", model=tiny_model, threads=1, progress=False).export_all(
-        folder / "out")
-    return folder / "out"
+def export_dir(tiny_export) -> Path:
+    return tiny_export[1]
 
 
 def _torch_ddpm(model, prompts: list[str], noise, steps: int, guidance: float) -> np.ndarray:

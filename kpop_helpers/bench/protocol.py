@@ -133,17 +133,11 @@ class BenchConfig:
 
 
 def parse_sampler(spec: str) -> tuple[str, int | None]:
-    """'ddim10' -> ('ddim', 10), 'ddpm' -> ('ddpm', None) (the model's full schedule)."""
-    text = str(spec).strip().lower()
-    for name in ("ddpm", "ddim"):
-        if text.startswith(name):
-            rest = text[len(name):]
-            if rest == "":
-                return name, None
-            if rest.isdigit() and int(rest) >= 2:
-                return name, int(rest)
-    raise DataError(f"got {spec!r}", path="bench config", field="sampler",
-                    expected="'ddpm', 'ddpmN' or 'ddimN' with N >= 2, e.g. 'ddim10'")
+    """'ddim10' -> ('ddim', 10), 'ddpm' -> ('ddpm', None) (the model's full schedule): `SamplerSpec.parse`."""
+    from kpop_helpers.sampling import SamplerSpec
+
+    parsed = SamplerSpec.parse(str(spec), path="bench config", field="sampler")
+    return parsed.sampler, parsed.steps
 
 
 def smoke_config(**overrides: Any) -> BenchConfig:
@@ -339,17 +333,20 @@ class StepNoise:
     def __len__(self) -> int:
         return self.steps
 
-    def __getitem__(self, k: int):
-        """Noise of step k as a torch tensor [len(samples), 263, 1, T]."""
-        import torch
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """[steps, len(samples), 263, 1, T]: the per-step noise these samples read."""
+        return (self.steps, len(self.samples), *self._shape[2:])
 
+    def __getitem__(self, k: int) -> np.ndarray:
+        """Noise of step k as a numpy array [len(samples), 263, 1, T] (the sampling core's step noise)."""
         if not 0 <= k < self.steps:
             raise IndexError(k)
         rows = []
         for i in self.samples:
             offset = self._offset + (i * self._shape[1] + k) * self._step_bytes
             rows.append(np.frombuffer(os.pread(self._fd, self._step_bytes, offset), dtype=np.float32))
-        return torch.from_numpy(np.stack(rows).reshape(len(self.samples), *self._shape[2:]))
+        return np.stack(rows).reshape(len(self.samples), *self._shape[2:])
 
     def close(self) -> None:
         """Close the file descriptor."""

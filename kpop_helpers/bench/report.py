@@ -88,8 +88,8 @@ def relative_noise(row: dict[str, Any], ref: dict[str, Any] | None, field: str) 
 
 
 SPEED_COLUMNS = (
-    ("variant", "variant"), ("runtime", "runtime"), ("precision", "prec."), ("pruning", "pruning"),
-    ("steps", "sampler"), ("threads", "thr."), ("batch", "batch"), ("file_size_mb", "size MB"),
+    ("variant", "variant"), ("runtime", "runtime"), ("code_path", "code path"), ("precision", "prec."),
+    ("pruning", "pruning"), ("steps", "sampler"), ("threads", "thr."), ("batch", "batch"), ("file_size_mb", "size MB"),
     ("params", "params"), ("step_ms_p50", "step p50 ms"), ("step_ms_p95", "step p95 ms"),
     ("gen_time_s", "dance s"), ("speedup", "speed-up"), ("load_time_s", "load s"),
     ("peak_rss_mib", "peak RSS MiB"), ("target", "meets target"),

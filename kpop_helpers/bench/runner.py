@@ -131,7 +131,10 @@ class BenchmarkRun:
                              "(python -m kpop_helpers.bench.worker); peak RSS = that process's VmHWM on Linux "
                              "(ru_maxrss there includes the parent's peak, inherited through fork + exec), "
                              "ru_maxrss elsewhere; it includes the Python/torch runtime (rss_before_load_mib)",
-                "sampler_code": "kpop_helpers.diffusion for every runtime (only the network differs)",
+                "sampler_code": "the sampling core (kpop_helpers.sampling) for every runtime, on the code path that "
+                                "ships each: ONNX Runtime artifacts through the edge runtime (EdgeGenerator: its ORT "
+                                "session, numpy), PyTorch variants through kpop_helpers.generate (row field "
+                                "code_path); step latency is timed inside that same loop",
             },
             "variants": [v.to_dict() for v in self.variants],
         }
@@ -246,7 +249,8 @@ class BenchmarkRun:
             }
             row.update(self._quality_fields(quality))
             row.update({
-                "key": None, "artifact": Path(artifact.path).name, "is_reference": variant.is_reference,
+                "key": None, "artifact": Path(artifact.path).name, "code_path": artifact.code_path,
+                "is_reference": variant.is_reference,
                 "gen_time_estimated": entry.get("gen_time_estimated"), "params_nonzero": result.get("params_nonzero"),
                 "rss_before_load_mib": result.get("rss_before_load_mib"), "loadavg_1m": result.get("loadavg_1m"),
                 "error": entry.get("error") or result.get("error"),

@@ -1,8 +1,9 @@
 """What gets measured: the PyTorch reference procedures plus every artifact of an export folder, and how to load each.
 
-A variant is one network file run by one runtime with one sampler. Every variant is driven by the same
-sampling loop (`kpop_helpers.diffusion`) through a `Denoiser` with MDM's forward signature, so the rows
-differ only in the network and its runtime, never in the sampler code.
+A variant is one network file run by one runtime with one sampler, on the code path that ships it: ONNX Runtime
+artifacts through the edge runtime (`EdgeGenerator`: its ORT session, numpy, the sampling core's loop), PyTorch
+variants through `kpop_helpers.generate.run_sampler` (the loop of `generate`). Both loops take their steps from
+the one sampling core, so the rows differ in the network, its runtime and the array library around it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ logger = logging.getLogger(__name__)
 RUNTIMES = ("torch", "torchscript", "onnxruntime", "torch_export")
 PRECISIONS = ("fp32", "int8", "fp16")
 PRUNINGS = (None, "unstructured", "ffn", "width")
+# The row field `code_path`: which generation code a variant's timings and dances come from.
+EDGE_CODE_PATH = "edge: EdgeGenerator (ONNX Runtime, numpy)"
+TORCH_CODE_PATH = "torch: generate"
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Artifact:
             raise DataError(f"got {self.pruning!r}", path=self.path, field="pruning", expected=f"one of {PRUNINGS}")
         if not self.files:
             self.files = [self.path]
+
+    @property
+    def code_path(self) -> str:
+        """The generation code this artifact runs through (EDGE_CODE_PATH or TORCH_CODE_PATH)."""
+        return EDGE_CODE_PATH if self.loader == "onnx" else TORCH_CODE_PATH
 
     @property
     def file_size_mb(self) -> float:
@@ -78,13 +87,19 @@ class VariantSpec:
 
 
 class Denoiser:
-    """A loaded network with MDM's forward: (x [B,263,1,T], t [B] long, text_emb [B,D], uncond [B] bool) -> x0."""
+    """A loaded network with MDM's forward: (x [B,263,1,T], t [B] long, text_emb [B,D], uncond [B] bool) -> x0.
 
-    def __init__(self, forward: Callable, params: int | None, params_nonzero: int | None, keepalive: Any = None):
+    Torch tensors for PyTorch variants; for an ONNX Runtime artifact `edge` is the `EdgeGenerator` that
+    runs it (numpy, the edge runtime's own session) and the forward is its numpy denoiser.
+    """
+
+    def __init__(self, forward: Callable, params: int | None, params_nonzero: int | None, keepalive: Any = None,
+                 edge: Any = None):
         self._forward = forward
         self.params = params
         self.params_nonzero = params_nonzero
         self.keepalive = keepalive  # the module/session, kept referenced while the denoiser lives
+        self.edge = edge
 
     def __call__(self, x, timesteps, text_emb, uncond=None):
         return self._forward(x, timesteps, text_emb, uncond)
@@ -133,48 +148,44 @@ def _quantized_params(module) -> tuple[int, int]:
     return total, nonzero
 
 
-def _onnx_denoiser(artifact: Artifact, threads: int) -> Denoiser:
+def export_folder_and_key(artifact: Artifact) -> tuple[Path, str]:
+    """(export folder, manifest key) of an artifact found by `discover_artifacts` (its `source`)."""
+    folder, _, key = artifact.source.rpartition(":")
+    if not folder or not key or not (Path(folder) / "manifest.json").is_file():
+        raise DataError(f"source {artifact.source!r} names no export folder", path=artifact.path, field="source",
+                        expected="'<export folder>:<manifest key>' (discover_artifacts), to run it as the edge does")
+    return Path(folder), key
+
+
+def _edge_denoiser(artifact: Artifact, threads: int) -> Denoiser:
+    """The ONNX artifact in an `EdgeGenerator` (the session options, loop and numpy code that ship); torch-free."""
     import numpy as np
     import onnx
-    import onnxruntime as ort
-    import torch
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(artifact.path, options, providers=["CPUExecutionProvider"])
-    inputs = session.get_inputs()
-    if len(inputs) < 3:
-        raise DataError(f"has {len(inputs)} inputs {[i.name for i in inputs]}", path=artifact.path,
-                        expected="MDM's inputs (x, timesteps, text_emb[, uncond])")
-    numpy_types = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
-                   "tensor(int32)": np.int32, "tensor(bool)": np.bool_}
-    types = [numpy_types.get(i.type, np.float32) for i in inputs]
-    names = [i.name for i in inputs]
-    output = session.get_outputs()[0].name
+    from kpop_helpers.edge import EdgeGenerator
 
-    def forward(x, timesteps, text_emb, uncond):
-        if uncond is None:
-            uncond = torch.zeros(x.shape[0], dtype=torch.bool)
-        values = (x, timesteps, text_emb, uncond)
-        feed = {name: values[k].numpy().astype(types[k], copy=False) for k, name in enumerate(names[:4])}
-        return torch.from_numpy(np.asarray(session.run([output], feed)[0], dtype=np.float32))
-
+    folder, key = export_folder_and_key(artifact)
+    # The benchmark feeds precomputed prompt embeddings: the text tower is neither loaded nor timed.
+    edge = EdgeGenerator(folder, variant=key, threads=threads, text_encoder=False)
     # Parameters = elements of the weight initializers (int8 weights count once; scales/zero points are scalars).
     graph = onnx.load(artifact.path, load_external_data=False).graph
     total = sum(int(np.prod(init.dims)) for init in graph.initializer if len(init.dims) >= 1)
-    return Denoiser(forward, total, None, keepalive=session)
+    return Denoiser(edge.denoise, total, None, keepalive=edge, edge=edge)
 
 
 def load_denoiser(artifact: Artifact, threads: int) -> Denoiser:
-    """Load an artifact for inference with `threads` intra-op threads (call once per process)."""
+    """Load an artifact for inference with `threads` intra-op threads (call once per process).
+
+    An ONNX artifact loads without importing torch, as on the edge device.
+    """
+    if artifact.loader == "onnx":
+        denoiser = _edge_denoiser(artifact, threads)
+        if artifact.params:
+            denoiser.params = int(artifact.params)
+        return denoiser
     import torch
 
-    if artifact.loader == "onnx":
-        denoiser = _onnx_denoiser(artifact, threads)
-    elif artifact.loader == "torchscript":
+    if artifact.loader == "torchscript":
         module = torch.jit.load(artifact.path, map_location="cpu").eval()
         denoiser = Denoiser(_torch_forward(module), *_count(module), keepalive=module)
     elif artifact.loader == "torch_export":

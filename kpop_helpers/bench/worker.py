@@ -26,81 +26,123 @@ def _percentiles(times_s: list[float]) -> tuple[float, float]:
     return float(np.percentile(ms, 50)), float(np.percentile(ms, 95))
 
 
+class _EnoughSteps(Exception):
+    """Raised from a loop's on_step once the timed steps are in: stops the sampling loop early."""
+
+
 class Measurement:
-    """Drives one loaded variant through the shared inputs: step latency, generation time and quality samples."""
+    """Drives one loaded variant through the shared inputs: step latency, generation time and quality samples.
+
+    Every number comes from the variant's shipping loop: an ONNX artifact's `EdgeGenerator.sample` (numpy,
+    the edge's ORT session), a PyTorch variant's `generate.run_sampler`; the step latency is timed inside
+    that same loop (`on_step`), so it and gen_time_s measure one code path.
+    """
 
     def __init__(self, job: dict[str, Any], denoiser):
-        import torch
-
         from kpop_helpers.bench.protocol import load_inputs
         from kpop_helpers.bench.variants import VariantSpec
-        from kpop_helpers.generate import sampling_diffusion
+        from kpop_helpers.errors import DataError
+        from kpop_helpers.sampling import SamplerSpec
 
         self.job = job
         self.spec = VariantSpec.from_dict(job["variant"])
         self.denoiser = denoiser
+        self.edge = getattr(denoiser, "edge", None)
+        self.code_path = self.spec.artifact.code_path
         arrays = load_inputs(job["inputs"])
-        self.text_emb = torch.from_numpy(arrays["text_emb"])
-        self.noise = torch.from_numpy(arrays["initial_noise"])
+        self.text_emb, self.initial_noise = arrays["text_emb"], arrays["initial_noise"]
         self.mean, self.std = arrays["mean"], arrays["std"]
         steps = None if self.spec.steps == job["diffusion_steps"] else self.spec.steps
-        self.diffusion = sampling_diffusion(job["diffusion_steps"], self.spec.sampler, steps, job["noise_schedule"])
+        self.sampler = SamplerSpec(self.spec.sampler, steps, float(job["guidance"]))
+        # numpy schedule for the edge (no torch in its process), the torch diffusion for PyTorch variants
+        self.diffusion = self._schedule(job["diffusion_steps"], job["noise_schedule"], steps)
+        edge = self.edge
+        same_stats = edge is None or (np.allclose(edge.mean, self.mean) and np.allclose(edge.std, self.std))
+        if not same_stats:
+            raise DataError("the export's Mean/Std differ from the benchmarked model's", path=self.edge.export_dir,
+                            field="stats", expected="an export folder made from the --model being benchmarked")
 
-    def model_fn(self, samples: list[int], guided: bool):
-        """The guided (conditioned + unconditioned rows in one forward) or unguided model_fn for these prompts."""
-        from kpop_helpers.diffusion import cfg_model_fn
+    def _schedule(self, diffusion_steps: int, noise_schedule: str, steps: int | None):
+        if self.edge is not None:
+            from kpop_helpers.edge.schedule import sampling_schedule
 
-        scale = float(self.job["guidance"]) if guided else 1.0
+            return sampling_schedule(diffusion_steps, self.spec.sampler, steps, noise_schedule)
+        from kpop_helpers.generate import sampling_diffusion
+
+        return sampling_diffusion(diffusion_steps, self.spec.sampler, steps, noise_schedule)
+
+    def noise(self, samples: list[int]):
+        """The protocol's noise of these samples (initial; per-step when the sampler needs it), as a SamplingNoise."""
+        from kpop_helpers.bench.protocol import StepNoise
+        from kpop_helpers.sampling import SamplingNoise
+
+        steps = None
+        if self.sampler.stochastic:
+            steps = StepNoise(self.job["step_noise"], samples, self.diffusion.num_steps)
+        return SamplingNoise(np.ascontiguousarray(self.initial_noise[samples]), steps)
+
+    def sample(self, samples: list[int], guided: bool, noise, on_step=None) -> np.ndarray:
+        """The normalised sample [S,263,1,T] of these samples (one batch) on the variant's own code path."""
+        scale = self.sampler.guidance if guided else 1.0
         # Sample d * P + p is prompt p of noise draw d.
-        prompts = [i % len(self.text_emb) for i in samples]
-        return cfg_model_fn(self.denoiser, self.text_emb[prompts], scale)
+        text_emb = self.text_emb[[i % len(self.text_emb) for i in samples]]
+        try:
+            if self.edge is not None:
+                return self.edge.sample(text_emb, noise, self.diffusion, sampler=self.spec.sampler, guidance=scale,
+                                        on_step=on_step)
+            from kpop_helpers.generate import run_sampler
+
+            return run_sampler(self.denoiser, text_emb, noise, self.diffusion, sampler=self.spec.sampler,
+                               guidance=scale, device="cpu", progress=bool(self.job.get("progress")),
+                               on_step=on_step)
+        finally:
+            if noise.steps is not None:
+                noise.steps.close()
+
+    def to_joints(self, sample: np.ndarray) -> np.ndarray:
+        """Joints [S,T,22,3] of a normalised sample (the edge's own de-normalisation for an ONNX artifact)."""
+        if self.edge is not None:
+            return self.edge.to_joints(sample)[1]
+        from kpop_helpers.motion.features import features_to_joints
+        from kpop_helpers.sampling import sample_to_features
+
+        return np.asarray(features_to_joints(sample_to_features(sample, self.mean, self.std)), dtype=np.float32)
 
     def step_latency(self, batch: int) -> dict[str, float]:
-        """p50/p95 ms of one reverse step (network + sampler update) at network batch 1 or 2, after warm-up."""
-        import torch
+        """p50/p95 ms of one reverse step (network + sampler update) at network batch 1 or 2, after warm-up.
 
-        from kpop_helpers.bench.protocol import StepNoise
-
-        model_fn = self.model_fn([0], guided=batch == 2)
+        Timed between consecutive steps of the real loop (restarted from the noise when a loop has fewer
+        steps than warm-up + timed), then stopped: a 1000-step reference need not finish for 23 timings.
+        """
         warmup, timed = int(self.job["warmup_steps"]), int(self.job["timed_steps"])
-        steps = self.diffusion.num_steps
-        noise = StepNoise(self.job["step_noise"], 0, steps)
-        x = self.noise[0:1].clone()
-        times = []
-        with torch.no_grad():
-            for k in range(warmup + timed):
-                t = torch.full((1,), steps - 1 - (k % steps), dtype=torch.int64)
-                eps = noise[k % len(noise)]
-                start = time.perf_counter()
-                out = self._step(model_fn, x, t, eps)
-                elapsed = time.perf_counter() - start
-                if k >= warmup:
-                    times.append(elapsed)
-                if not torch.isfinite(out).all():
-                    raise FloatingPointError(f"non-finite sample at step {k} (batch {batch})")
-        noise.close()
-        p50, p95 = _percentiles(times)
-        return {"step_ms_p50": p50, "step_ms_p95": p95}
+        times: list[float] = []
+        last: list[Any] = []
 
-    def _step(self, model_fn, x, t, eps):
-        if self.spec.sampler == "ddpm":
-            return self.diffusion.p_sample(model_fn, x, t, eps).sample
-        return self.diffusion.ddim_sample(model_fn, x, t, 0.0, eps).sample
+        def on_step(k: int, x: Any) -> None:
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[:] = [now, x]
+            if len(times) >= warmup + timed:
+                raise _EnoughSteps
+
+        while len(times) < warmup + timed:
+            noise = self.noise([0])
+            last[:] = [time.perf_counter(), None]
+            try:
+                self.sample([0], batch == 2, noise, on_step)
+            except _EnoughSteps:
+                pass
+            if not np.all(np.isfinite(np.asarray(last[1]))):
+                raise FloatingPointError(f"non-finite sample at step {len(times)} (batch {batch})")
+        p50, p95 = _percentiles(times[warmup:])
+        return {"step_ms_p50": p50, "step_ms_p95": p95}
 
     def generate(self, samples: list[int], guided: bool) -> tuple[np.ndarray, float]:
         """(joints [S,T,22,3], seconds) of these prompts in one batch: noise -> loop -> de-normalise -> joints."""
-        from kpop_helpers.bench.protocol import StepNoise
-        from kpop_helpers.motion.features import features_to_joints
-
-        noise = StepNoise(self.job["step_noise"], samples, self.diffusion.num_steps)
+        noise = self.noise(samples)
         start = time.perf_counter()
-        loop = self.diffusion.p_sample_loop if self.spec.sampler == "ddpm" else self.diffusion.ddim_sample_loop
-        out = loop(self.model_fn(samples, guided), noise=self.noise[samples].clone(), step_noise=noise,
-                   progress=bool(self.job.get("progress")))
-        normalised = out[:, :, 0, :].permute(0, 2, 1).float().numpy()  # [S, T, 263]
-        joints = np.asarray(features_to_joints(normalised * self.std + self.mean), dtype=np.float32)
+        joints = self.to_joints(self.sample(samples, guided, noise))
         elapsed = time.perf_counter() - start
-        noise.close()
         if not np.all(np.isfinite(joints)):
             raise FloatingPointError(f"non-finite joints for samples {samples}")
         return joints, elapsed
@@ -108,16 +150,18 @@ class Measurement:
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Load the variant, measure every batch setting, and (when asked) generate the quality samples."""
-    import torch
-
     from kpop_helpers.bench.variants import VariantSpec, load_denoiser
 
     threads = int(job["threads"])
-    torch.set_num_threads(threads)
-    torch.set_num_interop_threads(1)
     spec = VariantSpec.from_dict(job["variant"])
+    if spec.artifact.loader != "onnx":  # an ONNX artifact runs torch-free, as on the edge device
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_num_interop_threads(1)
     result: dict[str, Any] = {"variant": spec.name, "threads": threads, "pid": os.getpid(),
-                              "rss_before_load_mib": peak_rss_mib(), "batches": {}}
+                              "code_path": spec.artifact.code_path, "rss_before_load_mib": peak_rss_mib(),
+                              "batches": {}}
     start = time.perf_counter()
     denoiser = load_denoiser(spec.artifact, threads)
     result["load_time_s"] = time.perf_counter() - start

@@ -9,7 +9,8 @@ import numpy as np
 
 from kpop_helpers.edge.sampler import Denoiser, draw_noise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
-from kpop_helpers.runners import parity_inputs, relative_rms
+from kpop_helpers.runners import measure_difference, parity_inputs
+from kpop_helpers.sampling import SamplerSpec
 
 
 @dataclass
@@ -50,13 +51,9 @@ class VariantError:
 
 def denoiser_error(reference: Denoiser, candidate: Denoiser,
                    inputs: Sequence[tuple[np.ndarray, ...]]) -> tuple[float, float]:
-    """(max abs, relative RMS) of the candidate's x0 over all inputs pooled."""
-    expected, actual = [], []
-    for args in inputs:
-        expected.append(np.asarray(reference(*args), np.float64).ravel())
-        actual.append(np.asarray(candidate(*args), np.float64).ravel())
-    e, a = np.concatenate(expected), np.concatenate(actual)
-    return float(np.max(np.abs(a - e))), relative_rms(e, a)
+    """(max abs, relative RMS) of the candidate's x0 over all inputs pooled: `runners.measure_difference`."""
+    difference = measure_difference(reference, candidate, inputs)
+    return difference.max_abs, difference.rel_rms
 
 
 @dataclass
@@ -73,6 +70,11 @@ class GenerationSetup:
     guidance: float = 2.5
     seed: int = 0
     schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        # One check of the sampler settings, as everywhere (SamplerSpec); a bad one raises a DataError naming it.
+        spec = SamplerSpec.parse(sampler=self.sampler, steps=self.steps, guidance=self.guidance)
+        self.sampler, self.guidance = spec.sampler, spec.guidance
 
 
 def generate_joints(denoiser: Denoiser, setup: GenerationSetup) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,12 @@ import numpy as np
 
 from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
                                         variant_entry)
-from kpop_helpers.edge.sampler import SamplingNoise, draw_noise, sample_loop, sample_to_features
+from kpop_helpers.edge.sampler import SamplingNoise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
 from kpop_helpers.errors import DataError
 from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints
+from kpop_helpers.sampling import DiffusionSchedule, SamplerSpec, resolve_noise
 from kpop_helpers.utils import peak_rss_mib
 
 
@@ -52,12 +54,13 @@ class EdgeGenerator:
 
     variant: a key of the manifest's ONNX Runtime variants ("int8", "fp32", "fp16", "pruned_ffn", ...).
     threads: ONNX Runtime intra-op threads (None: ORT's default, all cores).
-    Noise is drawn with numpy's `default_rng(seed)` (see `kpop_helpers.edge.draw_noise`), so to reproduce
-    an edge motion with the PyTorch generator pass the same noise tensors explicitly.
+    text_encoder: False skips loading the export's text encoder (callers that pass `text_emb=`, the benchmark).
+    Noise is drawn with numpy's `default_rng(seed)` (`kpop_helpers.sampling.draw_noise`), the convention of
+    `kpop_helpers.generate.generate` too: the same prompt, seed and sampler give the same dance from both.
     """
 
     def __init__(self, export_dir: str | Path, *, variant: str = "int8", threads: int | None = None,
-                 progress: bool = False):
+                 progress: bool = False, text_encoder: bool = True):
         start = time.perf_counter()
         self.export_dir = Path(export_dir)
         self.manifest = read_manifest(self.export_dir)
@@ -67,7 +70,7 @@ class EdgeGenerator:
         self.threads, self.progress = threads, progress
         self.mean, self.std = self._load_stats()
         self.text_encoder = None
-        if self.manifest["text_encoder"].get("mode", "none") != "none":
+        if text_encoder and self.manifest["text_encoder"].get("mode", "none") != "none":
             self.text_encoder = text_encoder_from_manifest(self.export_dir, self.manifest, threads)
         self.session = make_session(self.export_dir / self.entry["file"], threads, lean_memory=True)
         self.denoise = onnx_denoiser(self.session)
@@ -124,11 +127,9 @@ class EdgeGenerator:
                         noise: np.ndarray | None = None, step_noise: np.ndarray | None = None,
                         eta: float | None = None, text_emb: np.ndarray | None = None) -> EdgeResult:
         """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS (MiB) too."""
-        defaults = self.sampling
-        sampler = defaults["sampler"] if sampler is None else sampler
-        steps = defaults["steps"] if steps is None else steps
-        guidance = defaults["guidance"] if guidance is None else guidance
-        eta = defaults["eta"] if eta is None else eta
+        # Arguments left as None keep the export's own settings; one parser checks the merged result.
+        spec = SamplerSpec.parse(self.sampling, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
+        sampler, steps, guidance, eta = spec.sampler, spec.steps, spec.guidance, spec.eta
 
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts or not all(isinstance(p, str) for p in prompts):
@@ -144,12 +145,11 @@ class EdgeGenerator:
             raise ValueError(f"text embeddings have shape {emb.shape}, expected ({len(prompts)}, "
                              f"{self.config['text_dim']})")
         t1 = time.perf_counter()
-        drawn = self._noise(len(prompts), frames, diffusion.num_steps, sampler, eta, seed, noise, step_noise)
-        sample = sample_loop(self.denoise, emb, drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta,
-                             progress=self.progress)
+        drawn = resolve_noise(seed, len(prompts), frames, diffusion.num_steps, stochastic=spec.stochastic,
+                              initial=noise, steps=step_noise, lazy=True)
+        sample = self.sample(emb, drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta)
         t2 = time.perf_counter()
-        features = sample_to_features(sample, self.mean, self.std)
-        joints = np.asarray(features_to_joints(features), dtype=np.float32)
+        features, joints = self.to_joints(sample)
         t3 = time.perf_counter()
         timings = {"text_s": t1 - t0, "sampling_s": t2 - t1, "joints_s": t3 - t2, "total_s": t3 - t0,
                    "step_s": (t2 - t1) / diffusion.num_steps}
@@ -158,19 +158,14 @@ class EdgeGenerator:
                                peak_rss_mib=peak_rss_mib())
         return self.last
 
-    @staticmethod
-    def _noise(batch: int, frames: int, num_steps: int, sampler: str, eta: float, seed: int | None,
-               noise: np.ndarray | None, step_noise: np.ndarray | None) -> SamplingNoise:
-        stochastic = sampler == "ddpm" or eta > 0.0
-        shape = (batch, FEATURE_DIM, 1, frames)
-        if noise is not None and tuple(noise.shape) != shape:
-            raise ValueError(f"noise must have shape {shape} (prompts, features, 1, frames), got {noise.shape}")
-        if noise is not None and (step_noise is not None or not stochastic):
-            return SamplingNoise(np.asarray(noise, np.float32), None if step_noise is None
-                                 else np.asarray(step_noise, np.float32))
-        drawn = draw_noise(seed, batch, frames, num_steps, stochastic=stochastic)
-        if noise is not None:
-            drawn.initial = np.asarray(noise, np.float32)
-        if step_noise is not None:
-            drawn.steps = np.asarray(step_noise, np.float32)
-        return drawn
+    def sample(self, text_emb: np.ndarray, noise: SamplingNoise, diffusion: DiffusionSchedule, *, sampler: str,
+               guidance: float, eta: float = 0.0,
+               on_step: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+        """The normalised sample [B,263,1,T]: this variant's ORT session in the core's numpy loop (what ships)."""
+        return sample_loop(self.denoise, text_emb, noise, diffusion, sampler=sampler, guidance=guidance, eta=eta,
+                           progress=self.progress, on_step=on_step)
+
+    def to_joints(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features [B,T,263], joints [B,T,22,3]) of a normalised sample, with the export's Mean/Std."""
+        features = sample_to_features(sample, self.mean, self.std)
+        return features, np.asarray(features_to_joints(features), dtype=np.float32)

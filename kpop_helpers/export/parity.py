@@ -16,8 +16,8 @@ import numpy as np
 
 # The runners and their inputs live one floor down (compress uses them too); re-exported here, their old home.
 from kpop_helpers.runners import (
-    Runner, onnx_runner, parity_inputs, parity_shapes, relative_rms, torch_export_runner, torch_runner,
-    torchscript_runner,
+    DifferenceCase, Runner, measure_difference, onnx_runner, parity_inputs, parity_shapes, relative_rms,
+    torch_export_runner, torch_runner, torchscript_runner,
 )
 
 __all__ = [
@@ -39,14 +39,7 @@ class ParityError(RuntimeError):
         self.report = report
 
 
-@dataclass
-class ParityCase:
-    """Error of one input shape."""
-
-    batch: int
-    frames: int
-    max_abs: float
-    rel_rms: float
+ParityCase = DifferenceCase  # one input's error: the runners' measurement (kept under its old name)
 
 
 @dataclass
@@ -82,17 +75,8 @@ class ParityReport:
 
 def measure_parity(reference: Runner, candidate: Runner, inputs: Sequence[tuple[np.ndarray, ...]], *,
                    runtime: str, atol: float = FP32_ATOL) -> ParityReport:
-    """Run both on every input and record max abs / relative RMS per shape."""
-    report = ParityReport(runtime=runtime, atol=float(atol))
-    for args in inputs:
-        expected, actual = reference(*args), candidate(*args)
-        if actual.shape != expected.shape:
-            report.cases.append(ParityCase(int(args[0].shape[0]), int(args[0].shape[-1]), float("inf"), float("inf")))
-            continue
-        report.cases.append(ParityCase(batch=int(args[0].shape[0]), frames=int(args[0].shape[-1]),
-                                       max_abs=float(np.max(np.abs(actual - expected))),
-                                       rel_rms=relative_rms(expected, actual)))
-    return report
+    """`runners.measure_difference` per shape, as a ParityReport with this runtime's tolerance."""
+    return ParityReport(runtime=runtime, atol=float(atol), cases=measure_difference(reference, candidate, inputs).cases)
 
 
 def require_parity(report: ParityReport, path: str | Path | None = None) -> ParityReport:

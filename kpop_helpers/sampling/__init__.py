@@ -8,7 +8,8 @@ from kpop_helpers.sampling.constraint import (
     LOWER_BODY_JOINTS, NUM_FEATURES, T2M_JOINTS, Constraint, hml_lower_body_mask, in_between_mask,
 )
 from kpop_helpers.sampling.denoiser import Denoiser
-from kpop_helpers.sampling.noise import SamplingNoise, draw_noise
+from kpop_helpers.sampling.loop import guided_denoise, sample_loop, sample_to_features
+from kpop_helpers.sampling.noise import SamplingNoise, SequentialSteps, draw_noise, resolve_noise
 from kpop_helpers.sampling.schedule import (
     SCHEDULE_ARRAYS, DiffusionSchedule, RespacingSpec, betas_for_alpha_bar, get_named_beta_schedule,
     respace_betas, schedule_arrays, space_timesteps,
@@ -20,8 +21,10 @@ from kpop_helpers.sampling.steps import (
 
 __all__ = [
     "LOWER_BODY_JOINTS", "NUM_FEATURES", "SAMPLERS", "SCHEDULE_ARRAYS", "T2M_JOINTS",
-    "Constraint", "Denoiser", "DiffusionSchedule", "RespacingSpec", "SamplerSpec", "SamplingNoise", "StepOutput",
+    "Constraint", "Denoiser", "DiffusionSchedule", "RespacingSpec", "SamplerSpec", "SamplingNoise", "SequentialSteps",
+    "StepOutput",
     "betas_for_alpha_bar", "ddim_step", "ddpm_step", "draw_noise", "get_named_beta_schedule", "guided_combine",
+    "guided_denoise", "resolve_noise", "sample_loop", "sample_to_features",
     "hml_lower_body_mask", "in_between_mask", "posterior_mean", "predict_eps_from_xstart", "respace_betas",
     "sample_step", "schedule_arrays", "space_timesteps",
 ]

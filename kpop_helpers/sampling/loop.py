@@ -1,0 +1,72 @@
+"""The numpy sampling loop: classifier-free guidance as one batch of 2B, then the core's DDPM/DDIM step.
+
+A denoiser here is any `Denoiser` (numpy in, numpy out): an ONNX Runtime session (edge runtime), a wrapped
+PyTorch module or TorchScript file (`kpop_helpers.runners`), so every runtime runs the very same loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from kpop_helpers.sampling.constraint import NUM_FEATURES, Constraint
+from kpop_helpers.sampling.denoiser import Denoiser
+from kpop_helpers.sampling.noise import SamplingNoise
+from kpop_helpers.sampling.schedule import DiffusionSchedule
+from kpop_helpers.sampling.spec import SamplerSpec
+from kpop_helpers.sampling.steps import guided_combine, sample_step
+
+
+def guided_denoise(denoise: Denoiser, x: np.ndarray, model_t: np.ndarray, text_emb: np.ndarray,
+                   guidance: float) -> np.ndarray:
+    """x0 with classifier-free guidance: uncond + s * (cond - uncond), cond and uncond rows in one call."""
+    batch = x.shape[0]
+    if np.ndim(guidance) == 0 and float(guidance) == 1.0:  # as diffusion.cfg_model_fn: the conditioned pass alone
+        return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool))
+    uncond = np.concatenate([np.zeros(batch, dtype=bool), np.ones(batch, dtype=bool)])
+    out = denoise(np.concatenate([x, x]), np.concatenate([model_t, model_t]),
+                  np.concatenate([text_emb, text_emb]), uncond)
+    return guided_combine(out[:batch], out[batch:], guidance)
+
+
+def sample_loop(denoise: Denoiser, text_emb: np.ndarray, noise: SamplingNoise, diffusion: DiffusionSchedule, *,
+                sampler: str = "ddim", guidance: float = 2.5, eta: float = 0.0, progress: bool = False,
+                on_step: Callable[[int, np.ndarray], None] | None = None,
+                constraint: Constraint | None = None) -> np.ndarray:
+    """Run every reverse step from t = N-1 to 0; returns the normalised sample [B,263,1,T] float32.
+
+    `constraint`: known values put into the guided x0 prediction at every step (MDM's editing rule).
+    `on_step(k, x)` runs after step k; an exception it raises stops the loop (the benchmark's timed steps).
+    """
+    from tqdm.auto import tqdm
+
+    spec = SamplerSpec(sampler=sampler, eta=eta)  # guidance may be per-row here: guided_combine checks it
+    x = np.ascontiguousarray(noise.initial, dtype=np.float32)
+    text_emb = np.ascontiguousarray(text_emb, dtype=np.float32)
+    if x.ndim != 4 or x.shape[1] != NUM_FEATURES or x.shape[2] != 1:
+        raise ValueError(f"initial noise must have shape [B, {NUM_FEATURES}, 1, T], got {x.shape}")
+    if text_emb.shape[0] != x.shape[0]:
+        raise ValueError(f"{text_emb.shape[0]} text embeddings for a batch of {x.shape[0]} motions")
+    noise.check_steps(diffusion.num_steps, spec.stochastic, f"{sampler} (eta={eta})")
+    steps = tqdm(diffusion.reverse_indices(), desc=f"{sampler} sampling", disable=not progress, leave=False)
+    try:
+        for k, index in enumerate(steps):
+            t = np.full(x.shape[0], index, dtype=np.int64)
+            pred_xstart = guided_denoise(denoise, x, diffusion.model_timesteps(t), text_emb, guidance)
+            if constraint is not None:
+                pred_xstart = constraint.apply(pred_xstart)
+            step_noise = noise.step(k) if spec.stochastic else None
+            x = np.asarray(sample_step(diffusion, sampler, x, t, pred_xstart, step_noise, eta).sample,
+                           dtype=np.float32)
+            if on_step is not None:
+                on_step(k, x)
+    finally:
+        steps.close()
+    return x
+
+
+def sample_to_features(sample: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Normalised MDM sample [B,263,1,T] -> de-normalised features [B,T,263] (x * std + mean, float32)."""
+    normalised = np.transpose(np.asarray(sample)[:, :, 0, :], (0, 2, 1))
+    return (normalised * std.astype(np.float32) + mean.astype(np.float32)).astype(np.float32)
