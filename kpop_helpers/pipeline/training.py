@@ -103,7 +103,7 @@ def finetune_run(work: WorkDirs, *, smoke: bool, base: BaseModel | None = None, 
                  sample_every: int = 0, show_samples: bool = True, progress: bool = True) -> FinetuneResult:
     """Fine-tune in a work folder: checkpoints on the local disk mirrored to `<work>/checkpoints` (Drive in
     Colab), TensorBoard logs written there directly, the EMA weights, curves and result.json published there,
-    samples shown inline every N steps."""
+    a sample dance shown inline every `sample_every` steps (0: at the end only)."""
     data = load_result(DataResult, work.data)
     if data is None or not Path(data.train).is_file():
         raise MissingStageOutput(work.data / "train.npz", "01_setup", work.run_name)
@@ -111,7 +111,7 @@ def finetune_run(work: WorkDirs, *, smoke: bool, base: BaseModel | None = None, 
     drive = work.checkpoints if work.on_drive else None
     return finetune(work.data, work.train_dir, smoke=smoke, base=base, steps=steps, resume=resume,
                     batch_size=batch_size, wandb=wandb, drive_dir=drive, run_name=work.run_name,
-                    sample_prompts=DEMO_PROMPTS[:1] if sample_every else (), sample_every=sample_every,
+                    sample_prompts=DEMO_PROMPTS[:1], sample_every=sample_every,
                     on_sample=on_sample, publish_dir=work.checkpoints if work.on_drive else None,
                     log_dir=work.checkpoints / "logs", progress=progress)
 
