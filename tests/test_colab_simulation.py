@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -173,8 +174,11 @@ def test_six_notebooks_on_six_machines_share_only_drive(colab):
     assert resumed_from > 0, "02 must resume from the checkpoint on Drive"
     assert "continued from the stored step 30 and trained to step 32" in text02
     assert run["step"] == 32 and not run.get("stand_in")
-    assert "image/gif" in output_kinds(nb02) or "image/png" in output_kinds(nb02)
-    assert "W&B off" in text02
+    # Sample dances are shown inline while training (every SAMPLE_EVERY = 10 steps, and at the end).
+    train_cell = next(c for c in nb02.cells if "finetune_run(work" in c.source and "STEPS," in c.source)
+    assert train_cell_text(train_cell).count("sample dance at step") >= 2
+    assert any("image/gif" in o.get("data", {}) for o in train_cell.outputs)
+    assert "W&B off" in text02 and "no WANDB_API_KEY" in text02
     weights = work / "checkpoints" / "model_ema.safetensors"
     digest = sha256(weights)
 
@@ -213,10 +217,39 @@ def test_six_notebooks_on_six_machines_share_only_drive(colab):
     nb_bad, text_bad, _ = colab.run("02_finetune", params={**long_run, "PRESET": "small"}, allow_errors=True)
     assert "RunMismatchError" in text_bad and "preset" in text_bad and "fresh" in text_bad
     assert sha256(weights) == digest
-    # RESUME="fresh" starts over (the old checkpoints are kept aside).
-    _, text_fresh, _ = colab.run("02_finetune", params={**long_run, "STEPS": 200, "RESUME": "fresh"})
+    # RESUME="fresh" starts over (the old checkpoints are kept aside); TensorBoard serves the Drive log folder.
+    try:
+        nb_fresh, text_fresh, _ = colab.run("02_finetune", params={**long_run, "STEPS": 200, "RESUME": "fresh",
+                                                                   "TENSORBOARD": True})
+    finally:
+        subprocess.run(["pkill", "-f", f"logdir.*{colab.root}"], check=False)  # the server %tensorboard started
     assert "(resumed from 0)" in text_fresh
     assert any((work / "checkpoints" / "previous").rglob("checkpoint_*.pt"))
+    board = next(c for c in nb_fresh.cells if "%tensorboard" in c.source)
+    assert board.outputs and not [o for o in board.outputs if o.get("output_type") == "error"]
+    assert list((work / "checkpoints" / "logs").glob("events.out.tfevents.*")), "TensorBoard logs are on Drive"
+
+
+def train_cell_text(cell) -> str:
+    return "\n".join(o.get("text", "") for o in cell.outputs)
+
+
+@pytest.mark.timeout(300)
+def test_your_own_clips_are_uploaded_to_drive_and_loaded_with_a_report(colab, monkeypatch, tmp_path):
+    from kpop_helpers.data.io import load_clips, save_json
+    from kpop_helpers.data.sample import build_sample_dataset
+
+    build_sample_dataset(tmp_path / "sample", num_clips=12, progress=False)
+    clips, _ = load_clips(tmp_path / "sample" / "train.npz", progress=False)
+    uploads = tmp_path / "picked_files"
+    save_json(uploads / "my_dances.json", clips[:5])
+    (uploads / "notes.json").write_text("{not a dance")
+    monkeypatch.setenv("KPOP_SIM_UPLOADS", str(uploads))
+    _, text, _ = colab.run("01_setup", params={"OFFICIAL_MDM": "no", "UPLOAD": True, "DATA": "my clips"})
+    assert (colab.drive / "kpop_work" / "data" / "my_dances.json").is_file(), "uploads land on Drive"
+    assert "5 clips from 2 files, 1 skipped" in text and "notes.json" in text
+    data = json.loads((colab.work / "data" / "result.json").read_text())
+    assert data["num_clips"] == 5 and data["synthetic"] is False
 
 
 @pytest.mark.timeout(300)

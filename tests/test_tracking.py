@@ -155,6 +155,10 @@ def test_wandb_offline_writes_a_run_and_resume_continues_it(tmp_path):
     runs = sorted((tmp_path / "wandb_root" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and runs[0].name.endswith(first["run_id"])
     history = _history(runs[0] / f"run-{first['run_id']}.wandb")
+    # The run is named after the run name (the notebooks pass RUN_NAME).
+    names = [r.run.display_name for r in _wandb_records(runs[0] / f"run-{first['run_id']}.wandb")
+             if r.WhichOneof("record_type") == "run"]
+    assert names and set(names) == {"r1"}
     assert [(row["global_step"], row["loss"]) for row in history] == [(s, 1.0 + s) for s in range(4)]
 
     resumed = _run_tracker(tmp_path, "offline", resume_step=3, run_id=first["run_id"], HF_TOKEN=SECRET_TOKEN)
