@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kpop_helpers.errors import DataError
+from kpop_helpers.sampling import SamplerSpec
 
 logger = logging.getLogger(__name__)
 EDGE_CONFIG_NAME = "edge_config.json"
@@ -128,12 +129,9 @@ class EdgeConfig:
             raise DataError(f"unknown pruning kind {p.kind!r}", path=source, field="optimization.pruning.kind", expected=f"one of {PRUNING_KINDS}")
         if p.recovery_steps < 0:
             raise DataError("negative recovery_steps", path=source, field="optimization.pruning.recovery_steps", expected=">= 0")
-        if s.sampler not in ("ddim", "ddpm"):
-            raise DataError(f"unknown sampler {s.sampler!r}", path=source, field="sampling.sampler", expected="'ddim' or 'ddpm'")
-        if s.steps < 1:
-            raise DataError("steps must be positive", path=source, field="sampling.steps", expected=">= 1")
-        if not 0.0 <= s.eta <= 1.0:
-            raise DataError(f"eta {s.eta} out of range", path=source, field="sampling.eta", expected="0 <= eta <= 1")
+        # The one reader of a sampler setting (sampler, steps, guidance, eta) and its one error.
+        SamplerSpec.parse({"sampler": s.sampler, "steps": s.steps, "guidance": s.guidance, "eta": s.eta},
+                          path=source, field="sampling")
         bad = [f for f in e.formats if f not in EXPORT_FORMATS]
         if bad or not e.formats:
             raise DataError(f"unknown export formats {bad or e.formats}", path=source, field="export.formats", expected=f"a non-empty list from {EXPORT_FORMATS}")

@@ -293,3 +293,18 @@ def test_core_imports_neither_torch_nor_upper_layers():
     others = {m for m in loaded if not m.startswith("kpop_helpers.sampling")}
     assert "kpop_helpers.errors" in others and "kpop_helpers.motion.features" in others
     assert all(m == "kpop_helpers.errors" or m.startswith("kpop_helpers.motion") for m in others), others
+
+
+def test_edge_config_sampling_is_read_by_the_one_spec_parser(tmp_path):
+    from kpop_helpers.config import EdgeConfig
+
+    good = json.loads((REPO_ROOT / "edge_config.json").read_text())
+    path = tmp_path / "edge_config.json"
+    for bad, field_name in (({"sampler": "ddmp"}, "sampling.sampler"), ({"steps": 1}, "sampling.steps"),
+                            ({"eta": 2.0}, "sampling.eta")):
+        config = json.loads(json.dumps(good))
+        config.setdefault("sampling", {}).update(bad)
+        path.write_text(json.dumps(config))
+        with pytest.raises(DataError) as caught:
+            EdgeConfig.load(path)
+        assert str(path) in str(caught.value) and field_name in str(caught.value)
