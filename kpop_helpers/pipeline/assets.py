@@ -101,11 +101,16 @@ def prepare_assets(work_dir: str | Path, *, official: bool | str | None = None, 
     return result
 
 
+def _read_assets(work_dir: str | Path) -> dict:
+    """What 01_setup recorded in `<work>/assets.json` ({} when it has not run)."""
+    return read_json(Path(work_dir) / ASSETS_FILE, "assets.json written by 01_setup") or {}
+
+
 def recorded_base_model(work_dir: str | Path) -> str | None:
     """The base model 01_setup chose for this run ("official" or "scratch"), None when 01 has not run."""
     path = Path(work_dir) / ASSETS_FILE
-    recorded = read_json(path, "assets.json written by 01_setup")
-    if recorded is None:
+    recorded = _read_assets(work_dir)
+    if not recorded:
         return None
     choice = recorded.get("base_model") or ("official" if recorded.get("official_checkpoint") else None)
     if choice not in (None, "official", "scratch"):
@@ -147,8 +152,7 @@ def base_model(choice: str, work_dir: str | Path, *, preset: str | None = None,
                                                               "scratch outside Colab")
     if choice == "scratch":
         return BaseModel("scratch", "scratch", preset or FULL.preset, "minilm", reason=reason)
-    assets = Path(work_dir) / ASSETS_FILE
-    recorded = json.loads(assets.read_text()) if assets.is_file() else {}
+    recorded = _read_assets(work_dir)
     checkpoint, stats = recorded.get("official_checkpoint"), recorded.get("official_stats")
     if not (checkpoint and Path(checkpoint).is_file() and stats and Path(stats).is_dir()):
         from kpop_helpers.pretrained import fetch_humanml_stats, fetch_mdm_checkpoint

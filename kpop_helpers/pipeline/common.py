@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +13,7 @@ from typing import Any, TypeVar
 from tqdm.auto import tqdm
 
 from kpop_helpers.errors import DataError
-from kpop_helpers.utils import atomic_write_text, fmt, json_ready, markdown_table
+from kpop_helpers.utils import atomic_write_text, fmt, json_ready, markdown_table, staged_path
 
 __all__ = ["MissingStageOutput", "StageProgress", "fmt", "json_ready", "load_result", "markdown_table", "publish",
            "read_json", "save_result", "stage_progress"]
@@ -45,9 +44,8 @@ def publish(files: Sequence[str | Path], folder: str | Path) -> list[Path]:
         if source.resolve() == dest.resolve():
             copies.append(dest)
             continue
-        temp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
-        shutil.copyfile(source, temp)
-        os.replace(temp, dest)  # a half-copied file never carries the final name
+        with staged_path(dest) as temp:  # a half-copied file never carries the final name
+            shutil.copyfile(source, temp)
         copies.append(dest)
     return copies
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 from kpop_helpers.pipeline.settings import WorkDirs
+from kpop_helpers.utils import atomic_write_bytes, staged_path
 
 # What a person takes away: tables, plots, previews and the edge folder (not checkpoints or scratch).
 RESULT_PARTS = ("report.md", "edge_config.json", "assets.json", "export", "benchmark", "previews", "compress",
@@ -18,7 +18,6 @@ def package_results(work: WorkDirs, out: str | Path | None = None) -> Path:
     """Zip the report, exports, benchmark, previews and EMA weights of a work folder (written atomically to the
     local disk: `<scratch>/<run>_results.zip`); parts a run has not made yet are left out."""
     target = Path(out) if out is not None else work.local / f"{work.run_name or work.root.name}_results.zip"
-    target.parent.mkdir(parents=True, exist_ok=True)
     files: list[Path] = []
     for part in RESULT_PARTS:
         path = work.root / part
@@ -29,11 +28,9 @@ def package_results(work: WorkDirs, out: str | Path | None = None) -> Path:
     if not files:
         raise FileNotFoundError(f"{work.root} holds no results yet (report, export, benchmark or previews): run the "
                                 "notebooks of this RUN_NAME first")
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+    with staged_path(target) as temp, zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for path in files:
             archive.write(path, path.relative_to(work.root).as_posix())
-    os.replace(temp, target)
     return target
 
 
@@ -75,9 +72,7 @@ def upload_clips(dest: str | Path | None = None) -> list[Path]:
     saved = []
     for name, content in files.upload().items():
         path = target / Path(name).name
-        temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        temp.write_bytes(content)
-        os.replace(temp, path)
+        atomic_write_bytes(path, content)
         Path(name).unlink(missing_ok=True)  # Colab also saved it into the current folder
         saved.append(path)
     print(f"{len(saved)} file(s) saved to {target}")

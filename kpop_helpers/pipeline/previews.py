@@ -162,16 +162,7 @@ def ensure_previews(work: WorkDirs, prompts: list[str] | tuple[str, ...], *, smo
 
 
 def show_dances(gifs: list[str] | tuple[str, ...] | str) -> None:
-    """Show GIFs inline (works where widgets do not render: Colab without the custom widget manager, GitHub,
-    exported HTML); prints the paths outside a notebook."""
-    paths = [gifs] if isinstance(gifs, (str, Path)) else list(gifs)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is None or get_ipython() is None:
-        print("dances:", ", ".join(map(str, paths)))
-        return
-    for path in paths:
-        display(Image(filename=str(path)))
+    """Show the rendered dances inline (GIFs show where widgets do not); prints the paths outside a notebook."""
+    from kpop_helpers.viz.inline import show_gifs
+
+    show_gifs(gifs)

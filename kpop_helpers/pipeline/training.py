@@ -117,18 +117,11 @@ def finetune_run(work: WorkDirs, *, smoke: bool, base: BaseModel | None = None, 
 
 
 def _show_samples(step: int, gifs: list[Path]) -> None:
-    """Show the sample dances inline (notebooks); a printed path elsewhere."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:
-        get_ipython = None
-    if get_ipython is None or get_ipython() is None:
-        print(f"step {step}: samples {', '.join(map(str, gifs))}")
-        return
+    """Show the sample dances inline (notebooks); their paths elsewhere."""
+    from kpop_helpers.viz.inline import show_gifs
+
     print(f"sample dance at step {step}:")
-    for gif in gifs:
-        display(Image(filename=str(gif)))
+    show_gifs(gifs)
 
 
 def _last(history: list[dict], key: str) -> float | None:

@@ -17,6 +17,7 @@ from kpop_helpers.viz.animation import (
     to_html,
 )
 from kpop_helpers.viz.compare import ComparePlayer, MotionComparison, compare, mean_position_error
+from kpop_helpers.viz.inline import show_gifs
 from kpop_helpers.viz.player import MotionPlayer
 from kpop_helpers.viz.plots import (
     foot_contacts,
@@ -30,6 +31,7 @@ from kpop_helpers.viz.plots import (
 )
 
 __all__ = [
+    "show_gifs",
     "ComparePlayer",
     "MotionComparison",
     "MotionPlayer",
