@@ -17,9 +17,11 @@ import torch
 from torch import Tensor
 
 from kpop_helpers.diffusion import GaussianDiffusion, cfg_model_fn
-from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints
+from kpop_helpers.editing import DancePlan, plan_dance
+from kpop_helpers.motion.features import FEATURE_DIM
 from kpop_helpers.motion.skeleton import FPS_HUMANML
-from kpop_helpers.sampling import Denoiser, SamplerSpec, SamplingNoise, resolve_noise, sample_loop
+from kpop_helpers.sampling import (Constraint, Denoiser, SamplerSpec, SamplingNoise, WindowPlan, resolve_noise,
+                                   sample_loop)
 
 # MDM's sample script defaults to a 6 s motion.
 DEFAULT_SECONDS = 6.0
@@ -39,6 +41,7 @@ class GenerationResult:
     steps: int
     guidance: float
     seed: int | None
+    plan: DancePlan | None = None  # frames, windows (seams), constraints and timeline of this generation
 
     @property
     def num_frames(self) -> int:
@@ -52,24 +55,6 @@ def sampling_diffusion(diffusion_steps: int, sampler: str, steps: int | None,
     The respacing rule is `SamplerSpec.respacing` (shared with the edge runtime); None = all steps.
     """
     return GaussianDiffusion(diffusion_steps, schedule, SamplerSpec(sampler, steps).respacing(diffusion_steps))
-
-
-def _frame_count(model: Any, frames: int | None, seconds: float | None) -> int:
-    max_frames = int(model.cfg.max_frames)
-    if frames is not None and seconds is not None:
-        raise ValueError("give either frames or seconds, not both")
-    if frames is None and seconds is None:
-        frames = min(round(DEFAULT_SECONDS * FPS_HUMANML), max_frames)
-    elif frames is None:
-        frames = round(float(seconds) * FPS_HUMANML)
-    frames = int(frames)
-    if frames < 1:
-        raise ValueError(f"frames must be at least 1, got {frames}")
-    if frames > max_frames:
-        raise ValueError(f"{frames} frames ({frames / FPS_HUMANML:.2f} s at {FPS_HUMANML:g} fps) exceeds this "
-                         f"model's max_frames={max_frames} ({max_frames / FPS_HUMANML:.2f} s); generate a "
-                         "shorter motion (long-form generation is not supported yet)")
-    return frames
 
 
 def _resolve_text_encoder(model: Any, text_encoder: Any):
@@ -126,27 +111,34 @@ class _DeviceSteps:
 def run_sampler(denoiser: Any, text_emb: Any, noise: SamplingNoise, diffusion: GaussianDiffusion, *,
                 sampler: str, guidance: float, eta: float = 0.0, numpy_runner: bool = False,
                 device: torch.device | str | None = None, progress: bool = False,
-                on_step: Callable[[int, Any], None] | None = None) -> np.ndarray:
+                on_step: Callable[[int, Any], None] | None = None, constraint: Constraint | None = None,
+                windows: WindowPlan | None = None, max_windows: int | None = None) -> np.ndarray:
     """The normalised sample [B,263,1,T] (numpy) of `denoiser` from this noise: the loop behind `generate`.
 
     denoiser: an MDM-style torch forward `(x, timesteps, text_emb, uncond) -> x0` (run on `device` with
     classifier-free guidance as one batch of 2B), or with `numpy_runner=True` a numpy `Denoiser` run in the
     sampling core's numpy loop (the edge runtime's). `on_step(k, x)` runs after step k; an exception it
-    raises stops the loop.
+    raises stops the loop. `constraint`: known values (MDM's editing rule); `windows`: a dance longer than
+    the model, text_emb then one row per window (`kpop_helpers.sampling.WindowPlan`).
     """
     if numpy_runner:
         emb = text_emb.detach().cpu().numpy() if isinstance(text_emb, Tensor) else np.asarray(text_emb)
         return sample_loop(denoiser, emb, noise, diffusion, sampler=sampler, guidance=guidance, eta=eta,
-                           progress=progress, on_step=on_step)
+                           progress=progress, on_step=on_step, constraint=constraint, windows=windows,
+                           max_windows=max_windows)
     device = torch.device(device) if device is not None else torch.device("cpu")
     emb = torch.as_tensor(text_emb).to(device=device, dtype=torch.float32)
     initial = torch.from_numpy(np.ascontiguousarray(noise.initial, dtype=np.float32)).to(device)
     spec = SamplerSpec(sampler=sampler, eta=eta)
     noise.check_steps(diffusion.num_steps, spec.stochastic, f"{sampler} (eta={eta})")
-    steps = diffusion.sample_loop_progressive(cfg_model_fn(denoiser, emb, guidance), sampler=spec.sampler,
-                                              eta=spec.eta, noise=initial,
+    model_fn = cfg_model_fn(denoiser, emb, guidance)
+    if windows is not None:
+        def model_fn(x: Tensor, model_t: Tensor) -> Tensor:
+            return windows.guided_x0(lambda xw, tw, ew: cfg_model_fn(denoiser, ew, guidance)(xw, tw), x, model_t,
+                                     emb, max_windows)
+    steps = diffusion.sample_loop_progressive(model_fn, sampler=spec.sampler, eta=spec.eta, noise=initial,
                                               step_noise=_DeviceSteps(noise, diffusion.num_steps, initial),
-                                              device=device, progress=progress)
+                                              device=device, progress=progress, constraint=constraint)
     x = initial
     try:
         for k, out in enumerate(steps):
@@ -158,15 +150,20 @@ def run_sampler(denoiser: Any, text_emb: Any, noise: SamplingNoise, diffusion: G
     return x.float().cpu().numpy()
 
 
-def generate(model: Any, prompts: list[str] | str, *, frames: int | None = None, seconds: float | None = None,
-             steps: int | None = None, guidance: float = 2.5, seed: int | None = 0, sampler: str = "ddpm",
-             eta: float = 0.0, text_encoder: Any = None, stats: Any = None,
+def generate(model: Any, prompts: list[str] | str | None = None, *, frames: int | None = None,
+             seconds: float | None = None, steps: int | None = None, guidance: float = 2.5, seed: int | None = 0,
+             sampler: str = "ddpm", eta: float = 0.0, text_encoder: Any = None, stats: Any = None,
              noise: Tensor | np.ndarray | SamplingNoise | None = None, step_noise: np.ndarray | None = None,
-             device: torch.device | str | None = None, progress: bool = True,
-             runner: Denoiser | None = None) -> GenerationResult:
-    """Generate one motion per prompt with classifier-free guidance (MDM's sampling, 20 fps).
+             device: torch.device | str | None = None, progress: bool = True, runner: Denoiser | None = None,
+             constraints: Any = None, timeline: Any = None, overlap: int | None = None, blend: str | None = None,
+             max_windows: int | None = None) -> GenerationResult:
+    """Generate one dance per prompt (or one from a timeline) with classifier-free guidance (MDM's sampling, 20 fps).
 
-    frames/seconds: motion length (default 6 s, capped to model.cfg.max_frames). steps=None samples
+    frames/seconds: motion length (default 6 s, capped to model.cfg.max_frames; longer dances are made of
+    overlapping windows, `kpop_helpers.sampling.WindowPlan`, sharing `overlap` frames, blended by `blend`).
+    timeline: `[(start_s, end_s, prompt), ...]` (or a JSON file) instead of prompts. constraints: what to
+    keep (`kpop_helpers.editing.keyframes / body_parts / continuation`), applied at every step by MDM's
+    editing rule (its last step returns the known values exactly). steps=None samples
     the model's full schedule (DDPM, as MDM does); with sampler="ddim", `steps` respaces it to
     "ddim{steps}". Noise follows the sampling core's numpy convention (`kpop_helpers.sampling.draw_noise`,
     as `EdgeGenerator`), moved to the model's device: on CPU the same prompt, seed and sampler give the
@@ -175,14 +172,12 @@ def generate(model: Any, prompts: list[str] | str, *, frames: int | None = None,
     array) replaces the initial noise draw, `step_noise` [N,B,263,1,T] the per-step noise (or pass a
     `SamplingNoise` as `noise`). `runner`: a numpy `Denoiser` (e.g. `kpop_helpers.runners.onnx_runner(path)`)
     run in the edge runtime's numpy loop instead of `model`, which then supplies only its config, stats
-    and text encoder name.
+    and text encoder name. max_windows: windows per model call in a long dance (memory; same result).
     """
-    if isinstance(prompts, str):
-        prompts = [prompts]
-    prompts = list(prompts)
-    if not prompts or not all(isinstance(p, str) for p in prompts):
-        raise ValueError("prompts must be a non-empty list of strings")
-    num_frames = _frame_count(model, frames, seconds)
+    max_frames = int(model.cfg.max_frames)
+    plan = plan_dance(prompts, max_frames=max_frames, timeline=timeline, frames=frames, seconds=seconds,
+                      constraints=constraints, default_frames=min(round(DEFAULT_SECONDS * FPS_HUMANML), max_frames),
+                      overlap=overlap, blend=blend)
     encoder = _resolve_text_encoder(model, text_encoder)
     stats = _resolve_stats(model, stats)
     text_dim = getattr(model.cfg, "text_dim", None)
@@ -195,28 +190,72 @@ def generate(model: Any, prompts: list[str] | str, *, frames: int | None = None,
                                    getattr(model.cfg, "noise_schedule", "cosine"))
     stochastic = SamplerSpec(sampler=sampler, eta=eta).stochastic
     if isinstance(noise, SamplingNoise):
-        noise = resolve_noise(seed, len(prompts), num_frames, diffusion.num_steps, stochastic=stochastic,
+        noise = resolve_noise(seed, plan.batch, plan.frames, diffusion.num_steps, stochastic=stochastic,
                               initial=noise.initial, steps=noise.steps if step_noise is None else step_noise)
     else:
-        noise = resolve_noise(seed, len(prompts), num_frames, diffusion.num_steps, stochastic=stochastic,
+        noise = resolve_noise(seed, plan.batch, plan.frames, diffusion.num_steps, stochastic=stochastic,
                               initial=noise, steps=step_noise, lazy=True)
+    mean, std = np.asarray(stats.mean, dtype=np.float32), np.asarray(stats.std, dtype=np.float32)
 
     was_training = runner is None and model.training
     if runner is None:
         model.eval()
     try:
         with torch.no_grad():
-            text_emb = torch.as_tensor(encoder.encode(prompts)).float()
+            text_emb = plan.text_rows(torch.as_tensor(encoder.encode(plan.prompts)).float())
             sample = run_sampler(model if runner is None else runner, text_emb, noise, diffusion, sampler=sampler,
                                  guidance=guidance, eta=eta, numpy_runner=runner is not None, device=device,
-                                 progress=progress)
+                                 progress=progress, constraint=plan.core_constraint(mean, std),
+                                 windows=plan.windows, max_windows=max_windows)
     finally:
         if runner is None:
             model.train(was_training)
 
     normalised = sample[:, :, 0, :].transpose(0, 2, 1)  # [B, T, 263]
     features = np.asarray(stats.denormalize(normalised), dtype=np.float32)
-    joints = np.asarray(features_to_joints(features), dtype=np.float32)
-    return GenerationResult(features=features, joints=joints, sample=torch.from_numpy(sample), prompts=prompts,
-                            fps=FPS_HUMANML, sampler=sampler, steps=diffusion.num_steps,
-                            guidance=float(guidance), seed=seed)
+    prompts_out = plan.prompts if plan.timeline is None else [" | ".join(plan.timeline.prompts)]
+    return GenerationResult(features=features, joints=plan.finish(features), sample=torch.from_numpy(sample),
+                            prompts=prompts_out, fps=FPS_HUMANML, sampler=sampler, steps=diffusion.num_steps,
+                            guidance=float(guidance), seed=seed, plan=plan)
+
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI `python -m kpop_helpers.generate --model WEIGHTS | --export-dir DIR ...`; 0, or 2 with the error."""
+    import argparse
+    import sys
+
+    from kpop_helpers.editing.cli import add_dance_arguments, request_from_args, summary, write_outputs
+    from kpop_helpers.errors import DataError
+
+    p = argparse.ArgumentParser(prog="python -m kpop_helpers.generate",
+                                description="Dances from a PyTorch model file (any of ours or an official MDM .pt); "
+                                            "the same arguments as python -m kpop_helpers.edge.")
+    p.add_argument("--model", required=True, help=".safetensors export, training checkpoint .pt or official .pt")
+    p.add_argument("--stats", default=None, help="folder with Mean.npy/Std.npy when the weights carry none")
+    p.add_argument("--text-encoder", default=None, help="minilm or clip (default: what the weights record)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = add_dance_arguments(p).parse_args(argv)
+    try:
+        from kpop_helpers.model import load_model_file
+
+        request = request_from_args(args)
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_model_file(args.model, stats_dir=args.stats).float().to(device)
+        sampling = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance", args.guidance))
+                    if v is not None}
+        result = generate(model, text_encoder=args.text_encoder, progress=not args.quiet, **sampling, **request)
+        written = write_outputs(result.joints, args.out, prompts=result.prompts, seams=result.plan.seams(),
+                                progress=not args.quiet)
+    except (DataError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary(result.joints, written, result.plan))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from kpop_helpers.editing import DancePlan, plan_dance
 from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
                                         variant_entry)
 from kpop_helpers.edge.sampler import SamplingNoise, sample_loop, sample_to_features
@@ -17,7 +18,7 @@ from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
 from kpop_helpers.errors import DataError
 from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints
-from kpop_helpers.sampling import DiffusionSchedule, SamplerSpec, resolve_noise
+from kpop_helpers.sampling import Constraint, DiffusionSchedule, SamplerSpec, WindowPlan, resolve_noise
 from kpop_helpers.utils import peak_rss_mib
 
 
@@ -47,6 +48,7 @@ class EdgeResult:
     seed: int | None
     timings: dict[str, float] = field(default_factory=dict)
     peak_rss_mib: float | None = None
+    plan: DancePlan | None = None  # frames, windows (seams), constraints and timeline of this generation
 
 
 class EdgeGenerator:
@@ -109,63 +111,76 @@ class EdgeGenerator:
         """The sampler the export was made for (manifest "sampling"): the defaults of `generate`."""
         return manifest_sampling(self.manifest, self.export_dir)
 
-    def generate(self, prompts: list[str] | str, frames: int = 196, steps: int | None = None,
+    def generate(self, prompts: list[str] | str | None = None, frames: int | None = None, steps: int | None = None,
                  guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,
                  noise: np.ndarray | None = None, step_noise: np.ndarray | None = None, eta: float | None = None,
-                 text_emb: np.ndarray | None = None) -> np.ndarray:
-        """Joints [B, T, 22, 3] (metres, 20 fps), one motion per prompt; details in `self.last`.
+                 text_emb: np.ndarray | None = None, **editing: Any) -> np.ndarray:
+        """Joints [B, T, 22, 3] (metres, 20 fps), one dance per prompt (or one from a timeline); details in `self.last`.
 
         sampler/steps/guidance/eta left as None take the export's own settings (`self.sampling`); pass
-        steps=<the model's diffusion_steps> for the full schedule.
+        steps=<the model's diffusion_steps> for the full schedule. frames defaults to the model's
+        max_frames (196). `seconds`, `timeline`, `constraints`, `overlap`, `blend`, `max_windows`:
+        as `kpop_helpers.generate.generate` (dances of any length, edits), with the same meaning.
         """
         return self.generate_result(prompts, frames=frames, steps=steps, guidance=guidance, seed=seed,
                                     sampler=sampler, noise=noise, step_noise=step_noise, eta=eta,
-                                    text_emb=text_emb).joints
+                                    text_emb=text_emb, **editing).joints
 
-    def generate_result(self, prompts: list[str] | str, *, frames: int = 196, steps: int | None = None,
-                        guidance: float | None = None, seed: int | None = 0, sampler: str | None = None,
-                        noise: np.ndarray | None = None, step_noise: np.ndarray | None = None,
-                        eta: float | None = None, text_emb: np.ndarray | None = None) -> EdgeResult:
-        """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS (MiB) too."""
+    def generate_result(self, prompts: list[str] | str | None = None, *, frames: int | None = None,
+                        steps: int | None = None, guidance: float | None = None, seed: int | None = 0,
+                        sampler: str | None = None, noise: np.ndarray | None = None,
+                        step_noise: np.ndarray | None = None, eta: float | None = None,
+                        text_emb: np.ndarray | None = None, seconds: float | None = None, timeline: Any = None,
+                        constraints: Any = None, overlap: int | None = None, blend: str | None = None,
+                        max_windows: int | None = None) -> EdgeResult:
+        """Like `generate`, returning features, the raw sample, timings (s) and the peak RSS (MiB) too.
+
+        text_emb: precomputed embeddings, one row per prompt of the plan (`plan.prompts`).
+        """
         # Arguments left as None keep the export's own settings; one parser checks the merged result.
         spec = SamplerSpec.parse(self.sampling, sampler=sampler, steps=steps, guidance=guidance, eta=eta)
         sampler, steps, guidance, eta = spec.sampler, spec.steps, spec.guidance, spec.eta
-
-        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompts must be a non-empty list of strings")
-        frames = int(frames)
-        if not 1 <= frames <= self.max_frames:
-            raise ValueError(f"frames must lie in 1..{self.max_frames} (this model's max_frames), got {frames}")
+        plan = plan_dance(prompts, max_frames=self.max_frames, timeline=timeline, frames=frames, seconds=seconds,
+                          constraints=constraints, default_frames=self.max_frames, overlap=overlap, blend=blend)
         t0 = time.perf_counter()
         diffusion = sampling_schedule(int(self.config["diffusion_steps"]), sampler, steps,
                                       str(self.config.get("noise_schedule", "cosine")))
-        emb = self.encode(prompts) if text_emb is None else np.asarray(text_emb, dtype=np.float32)
-        if emb.shape != (len(prompts), int(self.config["text_dim"])):
-            raise ValueError(f"text embeddings have shape {emb.shape}, expected ({len(prompts)}, "
+        emb = self.encode(plan.prompts) if text_emb is None else np.asarray(text_emb, dtype=np.float32)
+        if emb.shape != (len(plan.prompts), int(self.config["text_dim"])):
+            raise ValueError(f"text embeddings have shape {emb.shape}, expected ({len(plan.prompts)}, "
                              f"{self.config['text_dim']})")
         t1 = time.perf_counter()
-        drawn = resolve_noise(seed, len(prompts), frames, diffusion.num_steps, stochastic=spec.stochastic,
+        drawn = resolve_noise(seed, plan.batch, plan.frames, diffusion.num_steps, stochastic=spec.stochastic,
                               initial=noise, steps=step_noise, lazy=True)
-        sample = self.sample(emb, drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta)
+        sample = self.sample(plan.text_rows(emb), drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta,
+                             constraint=plan.core_constraint(self.mean, self.std), windows=plan.windows,
+                             max_windows=max_windows)
         t2 = time.perf_counter()
-        features, joints = self.to_joints(sample)
+        features, joints = self.to_joints(sample, plan)
         t3 = time.perf_counter()
         timings = {"text_s": t1 - t0, "sampling_s": t2 - t1, "joints_s": t3 - t2, "total_s": t3 - t0,
                    "step_s": (t2 - t1) / diffusion.num_steps}
-        self.last = EdgeResult(joints=joints, features=features, sample=sample, prompts=prompts, sampler=sampler,
+        names = plan.prompts if plan.timeline is None else [" | ".join(plan.timeline.prompts)]
+        self.last = EdgeResult(joints=joints, features=features, sample=sample, prompts=names, sampler=sampler,
                                steps=diffusion.num_steps, guidance=float(guidance), seed=seed, timings=timings,
-                               peak_rss_mib=peak_rss_mib())
+                               peak_rss_mib=peak_rss_mib(), plan=plan)
         return self.last
 
     def sample(self, text_emb: np.ndarray, noise: SamplingNoise, diffusion: DiffusionSchedule, *, sampler: str,
-               guidance: float, eta: float = 0.0,
-               on_step: Callable[[int, np.ndarray], None] | None = None) -> np.ndarray:
+               guidance: float, eta: float = 0.0, on_step: Callable[[int, np.ndarray], None] | None = None,
+               constraint: Constraint | None = None, windows: WindowPlan | None = None,
+               max_windows: int | None = None) -> np.ndarray:
         """The normalised sample [B,263,1,T]: this variant's ORT session in the core's numpy loop (what ships)."""
         return sample_loop(self.denoise, text_emb, noise, diffusion, sampler=sampler, guidance=guidance, eta=eta,
-                           progress=self.progress, on_step=on_step)
+                           progress=self.progress, on_step=on_step, constraint=constraint, windows=windows,
+                           max_windows=max_windows)
 
-    def to_joints(self, sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(features [B,T,263], joints [B,T,22,3]) of a normalised sample, with the export's Mean/Std."""
+    def to_joints(self, sample: np.ndarray, plan: DancePlan | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(features [B,T,263], joints [B,T,22,3]) of a normalised sample, with the export's Mean/Std.
+
+        With a plan, joints are placed on the user's kept clip (`DancePlan.finish`).
+        """
         features = sample_to_features(sample, self.mean, self.std)
+        if plan is not None:
+            return features, plan.finish(features)
         return features, np.asarray(features_to_joints(features), dtype=np.float32)

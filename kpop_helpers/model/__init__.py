@@ -13,6 +13,7 @@ from kpop_helpers.model.load import (
     strip_wrapper_prefixes,
 )
 from kpop_helpers.model.mdm import MDM, PE_KEYS, set_text_encoder, sinusoid_table
+from kpop_helpers.model.files import load_model_file
 
 __all__ = [
     "MDM",
@@ -25,6 +26,7 @@ __all__ = [
     "load_clip_text_state",
     "load_denoiser_weights",
     "load_mdm",
+    "load_model_file",
     "read_weights_file",
     "save_mdm",
     "select_state_dict",

@@ -15,12 +15,13 @@ from kpop_helpers.sampling.schedule import (
     respace_betas, schedule_arrays, space_timesteps,
 )
 from kpop_helpers.sampling.spec import SAMPLERS, SamplerSpec
+from kpop_helpers.sampling.windows import BLENDS, WindowPlan
 from kpop_helpers.sampling.steps import (
     StepOutput, ddim_step, ddpm_step, guided_combine, posterior_mean, predict_eps_from_xstart, sample_step,
 )
 
 __all__ = [
-    "LOWER_BODY_JOINTS", "NUM_FEATURES", "SAMPLERS", "SCHEDULE_ARRAYS", "T2M_JOINTS",
+    "BLENDS", "WindowPlan", "LOWER_BODY_JOINTS", "NUM_FEATURES", "SAMPLERS", "SCHEDULE_ARRAYS", "T2M_JOINTS",
     "Constraint", "Denoiser", "DiffusionSchedule", "RespacingSpec", "SamplerSpec", "SamplingNoise", "SequentialSteps",
     "StepOutput",
     "betas_for_alpha_bar", "ddim_step", "ddpm_step", "draw_noise", "get_named_beta_schedule", "guided_combine",

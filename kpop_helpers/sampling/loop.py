@@ -16,6 +16,7 @@ from kpop_helpers.sampling.noise import SamplingNoise
 from kpop_helpers.sampling.schedule import DiffusionSchedule
 from kpop_helpers.sampling.spec import SamplerSpec
 from kpop_helpers.sampling.steps import guided_combine, sample_step
+from kpop_helpers.sampling.windows import WindowPlan
 
 
 def guided_denoise(denoise: Denoiser, x: np.ndarray, model_t: np.ndarray, text_emb: np.ndarray,
@@ -33,10 +34,13 @@ def guided_denoise(denoise: Denoiser, x: np.ndarray, model_t: np.ndarray, text_e
 def sample_loop(denoise: Denoiser, text_emb: np.ndarray, noise: SamplingNoise, diffusion: DiffusionSchedule, *,
                 sampler: str = "ddim", guidance: float = 2.5, eta: float = 0.0, progress: bool = False,
                 on_step: Callable[[int, np.ndarray], None] | None = None,
-                constraint: Constraint | None = None) -> np.ndarray:
+                constraint: Constraint | None = None, windows: WindowPlan | None = None,
+                max_windows: int | None = None) -> np.ndarray:
     """Run every reverse step from t = N-1 to 0; returns the normalised sample [B,263,1,T] float32.
 
     `constraint`: known values put into the guided x0 prediction at every step (MDM's editing rule).
+    `windows`: a dance longer than the model, denoised window by window (`WindowPlan`); text_emb then
+    holds one row per window [B*W, D], and the model sees at most `max_windows` windows per call.
     `on_step(k, x)` runs after step k; an exception it raises stops the loop (the benchmark's timed steps).
     """
     from tqdm.auto import tqdm
@@ -46,14 +50,21 @@ def sample_loop(denoise: Denoiser, text_emb: np.ndarray, noise: SamplingNoise, d
     text_emb = np.ascontiguousarray(text_emb, dtype=np.float32)
     if x.ndim != 4 or x.shape[1] != NUM_FEATURES or x.shape[2] != 1:
         raise ValueError(f"initial noise must have shape [B, {NUM_FEATURES}, 1, T], got {x.shape}")
-    if text_emb.shape[0] != x.shape[0]:
-        raise ValueError(f"{text_emb.shape[0]} text embeddings for a batch of {x.shape[0]} motions")
+    rows = x.shape[0] * (windows.count if windows is not None else 1)
+    if text_emb.shape[0] != rows:
+        raise ValueError(f"{text_emb.shape[0]} text embeddings for a batch of {x.shape[0]} motions"
+                         + (f" of {windows.count} windows" if windows is not None else ""))
     noise.check_steps(diffusion.num_steps, spec.stochastic, f"{sampler} (eta={eta})")
     steps = tqdm(diffusion.reverse_indices(), desc=f"{sampler} sampling", disable=not progress, leave=False)
     try:
         for k, index in enumerate(steps):
             t = np.full(x.shape[0], index, dtype=np.int64)
-            pred_xstart = guided_denoise(denoise, x, diffusion.model_timesteps(t), text_emb, guidance)
+            model_t = diffusion.model_timesteps(t)
+            if windows is None:
+                pred_xstart = guided_denoise(denoise, x, model_t, text_emb, guidance)
+            else:
+                pred_xstart = windows.guided_x0(lambda xw, tw, ew: guided_denoise(denoise, xw, tw, ew, guidance),
+                                                x, model_t, text_emb, max_windows)
             if constraint is not None:
                 pred_xstart = constraint.apply(pred_xstart)
             step_noise = noise.step(k) if spec.stochastic else None

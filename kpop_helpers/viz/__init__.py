@@ -17,6 +17,14 @@ from kpop_helpers.viz.animation import (
     to_html,
 )
 from kpop_helpers.viz.compare import ComparePlayer, MotionComparison, compare, mean_position_error
+from kpop_helpers.viz.edits import (
+    EditScene,
+    LongDanceScene,
+    edit_html,
+    plot_seams,
+    save_edit_gif,
+    save_long_dance_gif,
+)
 from kpop_helpers.viz.inline import show_gifs
 from kpop_helpers.viz.player import MotionPlayer
 from kpop_helpers.viz.plots import (
@@ -33,6 +41,8 @@ from kpop_helpers.viz.plots import (
 __all__ = [
     "show_gifs",
     "ComparePlayer",
+    "EditScene",
+    "LongDanceScene",
     "MotionComparison",
     "MotionPlayer",
     "StickFigure",
@@ -41,6 +51,7 @@ __all__ = [
     "animate",
     "compare",
     "draw_frame",
+    "edit_html",
     "foot_contacts",
     "load_results",
     "mean_position_error",
@@ -48,10 +59,13 @@ __all__ = [
     "plot_latency",
     "plot_pareto",
     "plot_pose_grid",
+    "plot_seams",
     "plot_sizes",
     "plot_training_curves",
     "render_frames_png",
+    "save_edit_gif",
     "save_gif",
+    "save_long_dance_gif",
     "save_mp4",
     "show",
     "to_html",
