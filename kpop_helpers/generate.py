@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from kpop_helpers.diffusion import GaussianDiffusion, cfg_model_fn
-from kpop_helpers.editing import DancePlan, plan_dance
+from kpop_helpers.editing import DEFAULT_MAX_WINDOWS, DancePlan, plan_dance
 from kpop_helpers.motion.features import FEATURE_DIM
 from kpop_helpers.motion.skeleton import FPS_HUMANML
 from kpop_helpers.sampling import (Constraint, Denoiser, SamplerSpec, SamplingNoise, WindowPlan, resolve_noise,
@@ -206,7 +206,8 @@ def generate(model: Any, prompts: list[str] | str | None = None, *, frames: int 
             sample = run_sampler(model if runner is None else runner, text_emb, noise, diffusion, sampler=sampler,
                                  guidance=guidance, eta=eta, numpy_runner=runner is not None, device=device,
                                  progress=progress, constraint=plan.core_constraint(mean, std),
-                                 windows=plan.windows, max_windows=max_windows)
+                                 windows=plan.windows,
+                                 max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
     finally:
         if runner is None:
             model.train(was_training)

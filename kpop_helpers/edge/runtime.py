@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.editing import DancePlan, plan_dance
+from kpop_helpers.editing import DEFAULT_MAX_WINDOWS, DancePlan, plan_dance
 from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
                                         variant_entry)
 from kpop_helpers.edge.sampler import SamplingNoise, sample_loop, sample_to_features
@@ -154,7 +154,7 @@ class EdgeGenerator:
                               initial=noise, steps=step_noise, lazy=True)
         sample = self.sample(plan.text_rows(emb), drawn, diffusion, sampler=sampler, guidance=guidance, eta=eta,
                              constraint=plan.core_constraint(self.mean, self.std), windows=plan.windows,
-                             max_windows=max_windows)
+                             max_windows=DEFAULT_MAX_WINDOWS if max_windows is None else max_windows)
         t2 = time.perf_counter()
         features, joints = self.to_joints(sample, plan)
         t3 = time.perf_counter()

@@ -5,10 +5,11 @@ The user's side of the sampling core's constraints and windows, shared by `gener
 """
 
 from kpop_helpers.editing.constraints import BODY_PARTS, DanceConstraint, body_parts, continuation, keyframes
-from kpop_helpers.editing.plan import DEFAULT_BLEND, DEFAULT_OVERLAP, DancePlan, place_on, plan_dance
+from kpop_helpers.editing.plan import (DEFAULT_BLEND, DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DancePlan, place_on,
+                                      plan_dance)
 from kpop_helpers.editing.timeline import Timeline, TimelineEntry
 
 __all__ = [
-    "BODY_PARTS", "DEFAULT_BLEND", "DEFAULT_OVERLAP", "DanceConstraint", "DancePlan", "Timeline", "TimelineEntry",
+    "BODY_PARTS", "DEFAULT_BLEND", "DEFAULT_MAX_WINDOWS", "DEFAULT_OVERLAP", "DanceConstraint", "DancePlan", "Timeline", "TimelineEntry",
     "body_parts", "continuation", "keyframes", "place_on", "plan_dance",
 ]

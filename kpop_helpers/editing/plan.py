@@ -24,6 +24,9 @@ from kpop_helpers.sampling import Constraint, WindowPlan
 
 DEFAULT_OVERLAP = 40  # frames (2 s) shared by neighbouring windows; see benchmarks/results/editing.md
 DEFAULT_BLEND = "taper"
+# Windows per model call in a long dance: bounds the edge runtime's activation memory (the result is the
+# same for any value; benchmarks/results/editing.md measures time and peak RSS against it).
+DEFAULT_MAX_WINDOWS = 4
 MAX_SECONDS = 600.0
 
 
