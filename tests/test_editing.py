@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -14,10 +13,9 @@ import torch
 
 from kpop_helpers.data.sample import generate_sample_clips
 from kpop_helpers.edge import EdgeGenerator
-from kpop_helpers.editing import (Timeline, body_parts, continuation, keyframes, place_on, plan_dance)
+from kpop_helpers.editing import Timeline, body_parts, continuation, keyframes, plan_dance
 from kpop_helpers.errors import DataError
 from kpop_helpers.generate import generate
-from kpop_helpers.motion.features import features_to_joints
 from kpop_helpers.runners import onnx_runner
 from kpop_helpers.sampling import (DiffusionSchedule, SamplingNoise, WindowPlan, draw_noise, hml_lower_body_mask,
                                    sample_loop)
@@ -56,6 +54,7 @@ def test_windows_cover_the_dance_and_their_weights_sum_to_one():
             total[start:start + 196] += plan.weights()[w]
         np.testing.assert_allclose(total, 1.0, atol=1e-6)
     assert WindowPlan.cover(150, 196, 40).starts == (0,)
+    assert WindowPlan.cover(600, 196, 40).starts == (0, 156, 312, 404)  # a fixed stride; the last ends the dance
     first = WindowPlan.cover(400, 196, 60, "first").weights()
     lo, hi = WindowPlan.cover(400, 196, 60, "first").seams()[0]
     assert (first[1, :hi - lo] == 0).all()  # EDGE's rule: the earlier window decides shared frames
@@ -153,7 +152,7 @@ def test_every_window_follows_the_prompt_at_its_centre():
     expected = [0 if c < 20 or c >= 40 else 1 for c in centres]
     assert plan.rows[0].tolist() == expected
     with pytest.warns(UserWarning, match="not followed"):
-        plan_dance(max_frames=196, timeline=[(0, 20, "a"), (20, 21, "b"), (21, 40, "a")])
+        plan_dance(max_frames=196, timeline=[(0, 21, "a"), (21, 22, "b"), (22, 40, "a")])
 
 
 @pytest.mark.parametrize("timeline, match", [
@@ -187,8 +186,9 @@ def test_bad_requests_raise_data_errors_naming_the_argument(clip):
         body_parts(clip, "arms")
     with pytest.raises(DataError, match="both prompts and a timeline"):
         plan_dance("x", max_frames=196, timeline=TIMELINE)
-    with pytest.raises(DataError, match="spans within"):
+    with pytest.raises(DataError, match="spans within 6.00 s"):
         keyframes(clip, seconds=[(0, 30)])
+    assert keyframes(clip, seconds=[(4, 6)]).mask[:, 0].sum() == 39  # up to the clip's end (its last frame: no feature)
     with pytest.raises(DataError, match="blend"):
         plan_dance("x", max_frames=196, frames=400, blend="smooth")
     with pytest.raises(DataError, match="DanceConstraint"):
@@ -223,7 +223,7 @@ def test_the_known_part_lands_where_the_users_clip_was(long_dances, clip):
     # the known features are exact in the final sample (the last step of MDM's rule returns x0)
     np.testing.assert_allclose(result.features[0, span][item.mask], item.features[item.mask], atol=1e-4)
     # so the known frames are the clip as its features describe it, placed on the user's clip
-    described = place_on(features_to_joints(item.features), [dataclasses.replace(item, start=0)])
+    described = item.described_joints()
     known = item.joint_mask
     own = np.linalg.norm(result.joints[0, span][known] - described[known], axis=-1)
     assert own.max() < 1e-3, f"known frames moved {own.max() * 1000:.2f} mm from the kept clip"
@@ -249,8 +249,7 @@ def test_continuation_keeps_the_clip_and_goes_on(edge, clip):
     result = edge.generate_result(EDGE_PROMPTS[1], constraints=continuation(clip, 5), **SETTINGS)
     item = result.plan.constraints[0]
     assert result.joints.shape[1] == 119 + 100
-    described = place_on(features_to_joints(item.features), [item])
-    assert np.abs(result.joints[0, :119] - described).max() < 1e-3
+    assert np.abs(result.joints[0, :119] - item.described_joints()).max() < 1e-3
 
 
 # ---- the command line ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ The user's side of the sampling core's constraints and windows, shared by `gener
 """
 
 from kpop_helpers.editing.constraints import BODY_PARTS, DanceConstraint, body_parts, continuation, keyframes
-from kpop_helpers.editing.plan import (DEFAULT_BLEND, DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DancePlan, place_on,
+from kpop_helpers.editing.placement import place_on
+from kpop_helpers.editing.plan import (DEFAULT_BLEND, DEFAULT_MAX_WINDOWS, DEFAULT_OVERLAP, DancePlan,
                                       plan_dance)
 from kpop_helpers.editing.timeline import Timeline, TimelineEntry
 

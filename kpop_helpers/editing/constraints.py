@@ -14,13 +14,15 @@ path through the room and the footwork, and "upper" regenerates the root and the
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from kpop_helpers.editing.placement import place_on
 from kpop_helpers.errors import DataError
-from kpop_helpers.motion.features import FEATURE_DIM, joints_to_features
+from kpop_helpers.motion.features import FEATURE_DIM, features_to_joints, joints_to_features
 from kpop_helpers.motion.resample import resample_positions
 from kpop_helpers.motion.skeleton import FPS_HUMANML, NUM_T2M_JOINTS, T2M_JOINT_NAMES
 from kpop_helpers.sampling import LOWER_BODY_JOINTS, hml_lower_body_mask
@@ -52,6 +54,13 @@ class DanceConstraint:
     def end(self) -> int:
         """One past the last dance frame this constraint covers."""
         return self.start + int(self.features.shape[0])
+
+    def described_joints(self) -> np.ndarray | None:
+        """The kept motion as its features describe it (the clip retargeted to the model's skeleton), placed on
+        the user's joints: what a generated dance keeps at the known frames. None without the user's joints."""
+        if self.joints is None or self.joint_mask is None:
+            return None
+        return place_on(features_to_joints(self.features), [dataclasses.replace(self, start=0)])
 
     @property
     def last_known(self) -> int:
@@ -102,10 +111,11 @@ def _frame_rows(count: int, frames: Any, seconds: Any, what: str) -> np.ndarray:
             if len(span) != 2 or not 0 <= float(span[0]) < float(span[1]):
                 raise DataError(f"span {span}", field=f"{what}.seconds", expected="(start_s, end_s), 0 <= start < end")
             lo, hi = round(float(span[0]) * FPS_HUMANML), round(float(span[1]) * FPS_HUMANML)
-            if hi > count:
-                raise DataError(f"span {tuple(span)} s reaches frame {hi} of a motion with {count} feature "
-                                "frames", field=f"{what}.seconds", expected=f"spans within {count / FPS_HUMANML:.2f} s")
-            rows[lo:hi] = True
+            # spans are in the clip's own time: its last joint frame (count) has no feature frame of its own
+            if hi > count + 1 or lo >= count:
+                raise DataError(f"span {tuple(span)} s reaches frame {hi} of a clip of {count + 1} frames",
+                                field=f"{what}.seconds", expected=f"spans within {(count + 1) / FPS_HUMANML:.2f} s")
+            rows[lo:min(hi, count)] = True
         return rows
     items = frames if isinstance(frames, Iterable) and not isinstance(frames, slice) else [frames]
     array = np.asarray(frames) if not isinstance(frames, slice) else None

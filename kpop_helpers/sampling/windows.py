@@ -52,10 +52,10 @@ class WindowPlan:
 
     @classmethod
     def cover(cls, frames: int, window: int, overlap: int, blend: str = "taper") -> WindowPlan:
-        """Evenly spaced windows of `window` frames over `frames`, each sharing at least `overlap` frames.
+        """Windows of `window` frames every `window - overlap` frames over `frames`; the last ends on the last frame.
 
-        A dance no longer than the window is one window. The last window ends on the last frame, so the
-        actual overlaps are `overlap` or a little more.
+        A dance no longer than the window is one window. Every seam shares exactly `overlap` frames except
+        the last, which shares more when the dance is not a whole number of strides.
         """
         frames, window, overlap = int(frames), int(window), int(overlap)
         if window < 1 or frames < 1:
@@ -65,9 +65,9 @@ class WindowPlan:
                             expected=f"0 <= overlap < {window}")
         if frames <= window:
             return cls(frames, frames, (0,), blend)
-        count = math.ceil((frames - overlap) / (window - overlap))
-        starts = np.round(np.linspace(0, frames - window, count)).astype(int)
-        return cls(frames, window, tuple(int(s) for s in starts), blend)
+        stride = window - overlap
+        starts = list(range(0, frames - window, stride)) + [frames - window]
+        return cls(frames, window, tuple(starts), blend)
 
     @property
     def count(self) -> int:
