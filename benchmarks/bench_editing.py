@@ -6,8 +6,8 @@ edits, and the time and memory of dances up to 3 minutes.
 
 Everything runs on `EdgeGenerator` (the `--variant`, the manifest's sampler); `--model` adds PyTorch vs edge
 agreement rows. Seam dances are whole windows long (6 x 196 = 1176 frames for "60 s") so that overlap 0 puts
-the windows back to back (`WindowPlan.cover` spreads windows evenly: 1200 frames at overlap 0 would overlap
-by 29). Each long-dance length runs in its own process (peak RSS is per process).
+the windows back to back (`WindowPlan.cover` steps by window - overlap and ends its last window on the last
+frame, which then shares more than `overlap` unless the length is a whole number of strides). Each long-dance length runs in its own process (peak RSS is per process).
 Writes editing.json, editing.md, long_dance.gif and seams.png to --out.
 """
 

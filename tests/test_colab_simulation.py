@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -207,6 +208,15 @@ def test_six_notebooks_on_six_machines_share_only_drive(colab):
     assert (work / "report.md").is_file()
     downloads = [json.loads(line) for line in colab.downloads.read_text().splitlines()]
     assert downloads and downloads[-1]["path"].endswith("_results.zip") and downloads[-1]["size"] > 0
+    # The edit (a validation clip of 01's data, three variations) and the timeline dance (squeezed to 15 s in SMOKE)
+    # are drawn inline, written to the previews on Drive and packed into the results zip.
+    assert "kept part off by:" in text06 and "15 s in" in text06
+    shown = {call: {k for c in nb06.cells if call in c.source for o in c.outputs for k in o.get("data", {})}
+             for call in ("render_edit(", "render_timeline_dance(")}
+    assert "image/gif" in shown["render_edit("] and {"image/gif", "image/png"} <= shown["render_timeline_dance("]
+    with zipfile.ZipFile(downloads[-1]["path"]) as results:
+        assert {"previews/edit/edit.gif", "previews/edit/edit.npz", "previews/timeline/timeline.gif",
+                "previews/timeline/seams.png", "previews/timeline/timeline.npz"} <= set(results.namelist())
 
     assert sha256(weights) == digest, "03-06 must use exactly the weights 02 trained"
     for text in (text03, text04, text05, text06):

@@ -89,3 +89,17 @@ def test_strip_tool_reports_clean_notebooks_and_catches_outputs(tmp_path):
     again = nbformat.read(dirty, as_version=4)
     assert again.cells[1].outputs == [] and "accelerator" not in again.metadata  # 01 is CPU work
     assert again.cells[2].metadata["tags"] == ["parameters"]
+
+
+def test_06_edit_and_timeline_fields_are_what_the_pipeline_reads():
+    import ast
+
+    from kpop_helpers.pipeline import KEEP_CHOICES, parse_timeline_text
+
+    params = next(c.source for c in read("06_visualize").cells if "parameters" in c.metadata.get("tags", []))
+    keep = re.search(r'^KEEP = "([^"]+)"  #@param (\[.*\])$', params, re.M)
+    assert keep and ast.literal_eval(keep.group(2)) == list(KEEP_CHOICES) and keep.group(1) in KEEP_CHOICES
+    timeline = re.search(r'^TIMELINE = ("[^"]+")  #@param', params, re.M)
+    assert timeline and parse_timeline_text(ast.literal_eval(timeline.group(1)))[-1][1] == 60
+    for field in ("EDIT_CLIP_INDEX", "EDIT_CLIP_FILE", "UPLOAD_CLIP", "VARIATIONS", "EDIT_PROMPT"):
+        assert re.search(rf"^{field} = .*  #@param", params, re.M), f"06: {field} is a form field"

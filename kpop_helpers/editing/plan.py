@@ -120,7 +120,7 @@ def plan_dance(prompts: Sequence[str] | str | None = None, *, max_frames: int, t
                             f"of {total} frames ({total / FPS_HUMANML:.2f} s)", field="constraints",
                             expected="constraints within the dance (give more seconds, or a shorter clip)")
     window = min(int(max_frames), total)
-    overlap = DEFAULT_OVERLAP if overlap is None else int(overlap)
+    overlap = min(DEFAULT_OVERLAP, window // 4) if overlap is None else int(overlap)  # short models: a quarter
     windows = None
     if total > window:
         windows = WindowPlan.cover(total, window, min(overlap, window - 1), blend or DEFAULT_BLEND)

@@ -1,14 +1,18 @@
 """The pipeline stages that both the notebooks and `make demo` call: one typed function per stage.
 
 prepare_assets -> prepare_data -> finetune -> compress -> compress_and_export -> run_benchmark ->
-render_previews -> write_report. Every stage shows a progress bar, returns a small dataclass and stores it as
-`<stage folder>/result.json`, so a later notebook finds an earlier one's outputs in the shared work folder
-(Drive in Colab). `ensure_*` find them (or restore the EMA weights from the newest checkpoint) and otherwise stop
-with MissingStageOutput naming the file and the notebook that makes it; only `smoke=True` (CI size) trains a
-stand-in.
+render_previews (render_edit, render_timeline_dance) -> write_report. Every stage shows a progress bar, returns a
+small dataclass and stores it as `<stage folder>/result.json`, so a later notebook finds an earlier one's outputs in
+the shared work folder (Drive in Colab). `ensure_*` find them (or restore the EMA weights from the newest
+checkpoint) and otherwise stop with MissingStageOutput naming the file and the notebook that makes it; only
+`smoke=True` (CI size) trains a stand-in.
 """
 
 from kpop_helpers.pipeline.common import MissingStageOutput, load_result, markdown_table, save_result, stage_progress
+from kpop_helpers.pipeline.edits import (
+    KEEP_CHOICES, EditPreview, LongDancePreview, edit_player, parse_timeline_text, pick_clip, render_edit,
+    render_timeline_dance,
+)
 from kpop_helpers.pipeline.edge_stages import (
     compress, compress_and_export, edge_config_path, ensure_export, export_rows, find_edge_config, run_benchmark,
     write_edge_config,
@@ -29,6 +33,8 @@ from kpop_helpers.pipeline.data_prep import ensure_data, prepare_data, prepare_o
 from kpop_helpers.pipeline.training import ensure_weights, finetune, finetune_run, restore_weights
 
 __all__ = [
+    "KEEP_CHOICES", "EditPreview", "LongDancePreview", "edit_player", "parse_timeline_text", "pick_clip",
+    "render_edit", "render_timeline_dance",
     "MissingStageOutput", "finetune_run", "finish_notebook", "onnx_variants", "package_results",
     "prepare_own_data", "recorded_base_model", "restore_weights", "show_dances", "upload_clips",
     "write_run_report",
