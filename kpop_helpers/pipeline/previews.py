@@ -60,19 +60,17 @@ def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames:
     None: every ONNX Runtime variant of the export), all with the export's sampler, the same text embedding and
     the same noise (initial and, for DDPM, per step: numpy's default_rng(seed) on both sides); variants missing
     from the export are skipped."""
-    from kpop_helpers.compress.errors import GenerationSetup, generate_joints
     from kpop_helpers.edge import EdgeGenerator, read_manifest
-    from kpop_helpers.runners import torch_runner
+    from kpop_helpers.generate import generate
     from kpop_helpers.text import get_text_encoder
 
     export_dir = Path(export_dir)
     sampling = _sampling(export_dir)
-    text_emb = get_text_encoder(model.text_encoder_name).encode([prompt]).detach().float().cpu().numpy()
-    # The edge runtime's own loop with the PyTorch network: the same noise draw as EdgeGenerator(seed=seed).
-    setup = GenerationSetup(text_emb=text_emb, mean=np.asarray(model.stats.mean), std=np.asarray(model.stats.std),
-                            diffusion_steps=int(model.cfg.diffusion_steps), frames=frames, seed=seed,
-                            schedule=str(model.cfg.noise_schedule), **sampling)
-    motions = {REFERENCE_NAME: generate_joints(torch_runner(model), setup)[0].astype(np.float32)}
+    encoder = get_text_encoder(model.text_encoder_name)
+    text_emb = encoder.encode([prompt]).detach().float().cpu().numpy()
+    # generate draws the same noise as EdgeGenerator(seed=seed): one dance, the network is all that differs.
+    reference = generate(model, [prompt], frames=frames, seed=seed, text_encoder=encoder, progress=False, **sampling)
+    motions = {REFERENCE_NAME: reference.joints[0]}
     available = read_manifest(export_dir)["variants"]
     for name in (onnx_variants(export_dir) if variants is None else variants):
         if available.get(name, {}).get("runtime") != "onnxruntime":
