@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ from kpop_helpers.editing import DanceConstraint
 from kpop_helpers.errors import DataError
 from kpop_helpers.motion.skeleton import FPS_HUMANML, T2M_JOINT_NAMES
 from kpop_helpers.pipeline.common import save_result, stage_progress
-from kpop_helpers.pipeline.previews import _load_model, _save_npz, _short
-from kpop_helpers.pipeline.previews import _sampling as export_sampling
+from kpop_helpers.pipeline.results import EditPreview, LongDancePreview
+from kpop_helpers.pipeline.previews import export_sampling, load_preview_model, save_joints_npz, short_caption
 from kpop_helpers.pipeline.settings import DEMO_PROMPTS, WorkDirs, settings_for
 
 # What KEEP in notebook 06 offers: the clip's start and end (the middle is new), a body part, or the clip continued.
@@ -32,40 +31,8 @@ TIMELINE_EXAMPLE = "0-20: a hip-hop dance; 20-40: a cute aegyo dance; 40-60: hou
 _PART = re.compile(r"^\s*(\d+(?:\.\d*)?)\s*s?\s*-\s*(\d+(?:\.\d*)?)\s*s?\s*:\s*(.*?)\s*$", re.S)
 
 
-@dataclass
-class EditPreview:
-    """An edited clip: the original beside its variations (GIF, joints), what was kept and how closely (mm)."""
-
-    out_dir: str
-    gif: str
-    motions: str  # edit.npz: original [F,22,3], variations [V,T,22,3], known_frames [T], kept_joints, prompt
-    keep: str
-    prompt: str
-    clip: str  # where the clip came from
-    frames: int  # length of the edited dance (20 fps)
-    known_spans: list[list[int]]  # dance frame spans kept whole (all joints), [start, end)
-    kept_joints: list[str]  # joints kept on every frame (body-part edits), empty otherwise
-    kept_error_mm: list[float]  # per variation, see kept_error_mm()
-    seconds: float
-
-
-@dataclass
-class LongDancePreview:
-    """A dance from a timeline of prompts: GIF with seams and labels, seam plot (PNG), joints (NPZ)."""
-
-    out_dir: str
-    gif: str
-    png: str
-    motions: str  # timeline.npz: joints [T,22,3], starts, ends, prompts, seams [S,2], boundaries
-    timeline: list[list[Any]]  # [start_s, end_s, prompt] as generated (squeezed under smoke)
-    seams: list[list[int]]  # frame spans shared by neighbouring windows
-    boundaries: list[int]  # frames where the prompt changes
-    dance_seconds: float
-    windows: int
-    seconds: float
-
-
-def _sampling(export_dir: str | Path | None, smoke: bool) -> dict[str, Any]:
+def edit_sampling(export_dir: str | Path | None, smoke: bool) -> dict[str, Any]:
+    """The export's sampler settings; at most SMOKE_STEPS steps under smoke."""
     sampling = export_sampling(Path(export_dir) if export_dir is not None else None)
     if smoke:
         sampling["steps"] = min(int(sampling["steps"] or SMOKE_STEPS), SMOKE_STEPS)
@@ -164,22 +131,22 @@ def render_edit(model_or_weights: Any, out_dir: str | Path, clip: MotionClip | n
     text = str(prompt or "").strip() or getattr(clip, "text", "") or DEMO_PROMPTS[0]
     out.mkdir(parents=True, exist_ok=True)
     with stage_progress("edit", ["generate", "GIF"], progress) as bar:
-        model = _load_model(model_or_weights)
+        model = load_preview_model(model_or_weights)
         constraint = edit_constraint(clip, keep, min(s.preview_frames, int(model.cfg.max_frames)))
         result = generate(model, [text] * int(variations), constraints=constraint, seed=seed, progress=False,
-                          **_sampling(export_dir, smoke))
+                          **edit_sampling(export_dir, smoke))
         # Frames kept whole are shaded on the time strip; a body part kept on every frame is drawn thick instead.
         whole, always = constraint.joint_mask.all(axis=1), constraint.joint_mask.all(axis=0)
         known = np.zeros(result.plan.frames, dtype=bool)
         known[constraint.start:constraint.start + len(whole)] = whole[: result.plan.frames - constraint.start]
         kept = [] if always.all() or not always.any() else [n for n, k in zip(T2M_JOINT_NAMES, always) if k]
         names = {f"variation {i + 1}": j for i, j in enumerate(result.joints)}
-        npz = _save_npz(out / "edit.npz", original=constraint.joints, variations=result.joints, known_frames=known,
+        npz = save_joints_npz(out / "edit.npz", original=constraint.joints, variations=result.joints, known_frames=known,
                         kept_joints=np.asarray(kept, dtype=str), prompt=text, keep=keep)
         bar.next()
         gif = save_edit_gif(constraint.joints, names, out / "edit.gif", known_frames=known, kept_joints=kept or None,
                             max_frames=SMOKE_GIF_FRAMES if smoke else None, dpi=s.gif_dpi if smoke else None,
-                            progress=False, caption=f"{keep}: {_short(text)}")
+                            progress=False, caption=f"{keep}: {short_caption(text)}")
     edges = np.flatnonzero(np.diff(np.concatenate([[0], known.astype(np.int8), [0]])))
     preview = EditPreview(out_dir=str(out), gif=str(gif), motions=str(npz), keep=keep, prompt=text,
                           clip=str(getattr(clip, "source", None) or "array"), frames=int(result.plan.frames),
@@ -199,7 +166,7 @@ def edit_player(preview: EditPreview | str | Path, *, dpi: float = 72) -> Any:
         kept = [str(n) for n in data["kept_joints"]]
         scene = EditScene(data["original"], {f"variation {i + 1}": j for i, j in enumerate(data["variations"])},
                           known_frames=data["known_frames"], kept_joints=kept or None, dpi=dpi,
-                          caption=f"{data['keep']}: {_short(str(data['prompt']))}")
+                          caption=f"{data['keep']}: {short_caption(str(data['prompt']))}")
 
     class EditPlayer(FramePlayer):
         def __init__(self) -> None:
@@ -251,12 +218,12 @@ def render_timeline_dance(model_or_weights: Any, out_dir: str | Path, timeline: 
     s, out = settings_for(smoke), Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with stage_progress("timeline dance", ["generate", "GIF", "seam plot"], progress) as bar:
-        model = _load_model(model_or_weights)
+        model = load_preview_model(model_or_weights)
         result = generate(model, timeline=parsed, seed=seed, progress=False,
-                          **_sampling(export_dir, smoke))
+                          **edit_sampling(export_dir, smoke))
         plan, joints = result.plan, result.joints[0]
         seams, boundaries, labels = plan.seams(), plan.timeline.boundaries(), plan.timeline.labels()
-        npz = _save_npz(out / "timeline.npz", joints=joints, starts=[e.start_s for e in parsed.entries],
+        npz = save_joints_npz(out / "timeline.npz", joints=joints, starts=[e.start_s for e in parsed.entries],
                         ends=[e.end_s for e in parsed.entries], prompts=np.asarray(parsed.prompts, dtype=str),
                         seams=np.asarray(seams, dtype=np.int64).reshape(-1, 2), boundaries=np.asarray(boundaries))
         bar.next()

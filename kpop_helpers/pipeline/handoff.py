@@ -84,7 +84,8 @@ def write_run_report(work: WorkDirs, *, smoke: bool = False) -> Path:
     from kpop_helpers.pipeline.common import load_result
     from kpop_helpers.pipeline.report import write_report
     from kpop_helpers.pipeline.results import (
-        BenchmarkResult, CompressionResult, DataResult, ExportResult, FinetuneResult, PreviewResult,
+        BenchmarkResult, CompressionResult, DataResult, EditPreview, ExportResult, FinetuneResult, LongDancePreview,
+        PreviewResult,
     )
 
     return write_report(work.root, data=load_result(DataResult, work.data),
@@ -92,4 +93,6 @@ def write_run_report(work: WorkDirs, *, smoke: bool = False) -> Path:
                         compression=load_result(CompressionResult, work.compress),
                         export=load_result(ExportResult, work.export),
                         benchmark=load_result(BenchmarkResult, work.benchmark),
-                        previews=load_result(PreviewResult, work.previews), smoke=smoke)
+                        previews=load_result(PreviewResult, work.previews),
+                        edit=load_result(EditPreview, work.previews / "edit"),
+                        timeline_dance=load_result(LongDancePreview, work.previews / "timeline"), smoke=smoke)

@@ -18,22 +18,24 @@ logger = logging.getLogger(__name__)
 REFERENCE_NAME = "fp32 (PyTorch)"
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> Path:
+def save_joints_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write arrays (joints, prompts, ...) as one .npz, atomically; returns the path."""
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
     return path
 
 
-def _load_model(model_or_weights: Any):
+def load_preview_model(model_or_weights: Any):
+    """A model in eval mode: the one given, or loaded (float32, CPU) from any of our weight files."""
     if isinstance(model_or_weights, (str, Path)):
-        from kpop_helpers.export import load_model_for_export
+        from kpop_helpers.model import load_model_file
 
-        return load_model_for_export(model_or_weights).float().eval()
+        return load_model_file(model_or_weights).float().eval()
     return model_or_weights.eval()
 
 
-def _sampling(export_dir: Path | None) -> dict[str, Any]:
+def export_sampling(export_dir: Path | None) -> dict[str, Any]:
     """The export's sampler settings (what the edge side runs), else the toolkit's default (EdgeConfig)."""
     if export_dir is not None and (export_dir / "manifest.json").is_file():
         from kpop_helpers.edge.manifest import manifest_sampling, read_manifest
@@ -65,7 +67,7 @@ def compare_variants(model: Any, export_dir: str | Path, prompt: str, *, frames:
     from kpop_helpers.text import get_text_encoder
 
     export_dir = Path(export_dir)
-    sampling = _sampling(export_dir)
+    sampling = export_sampling(export_dir)
     encoder = get_text_encoder(model.text_encoder_name)
     text_emb = encoder.encode([prompt]).detach().float().cpu().numpy()
     # generate draws the same noise as EdgeGenerator(seed=seed): one dance, the network is all that differs.
@@ -98,25 +100,25 @@ def render_previews(model_or_weights: Any, out_dir: str | Path, prompts: list[st
     steps = ["generate", *[f"GIF {i + 1}" for i in range(len(prompts))]] + (["compare variants"] if export else [])
     out.mkdir(parents=True, exist_ok=True)
     with stage_progress("render", steps, progress) as bar:
-        model = _load_model(model_or_weights)
+        model = load_preview_model(model_or_weights)
         frames = min(s.preview_frames, int(model.cfg.max_frames))
-        result = generate(model, prompts, frames=frames, seed=seed, progress=False, **_sampling(export))
-        _save_npz(out / "motions.npz", joints=result.joints, prompts=np.asarray(prompts))
+        result = generate(model, prompts, frames=frames, seed=seed, progress=False, **export_sampling(export))
+        save_joints_npz(out / "motions.npz", joints=result.joints, prompts=np.asarray(prompts))
         bar.next()
         gifs = []
         for i, (prompt, joints) in enumerate(zip(prompts, result.joints)):
-            gifs.append(str(save_gif(joints, out / f"dance_{i + 1}.gif", caption=_short(prompt), dpi=s.gif_dpi,
+            gifs.append(str(save_gif(joints, out / f"dance_{i + 1}.gif", caption=short_caption(prompt), dpi=s.gif_dpi,
                                      progress=False)))
             bar.next()
         comparison_gif = comparison_npz = None
         errors: dict[str, float] = {}
         if export is not None:
             motions = compare_variants(model, export, prompts[0], frames=frames, variants=variants, seed=seed)
-            comparison = compare(motions, reference=REFERENCE_NAME, caption=_short(prompts[0]))
+            comparison = compare(motions, reference=REFERENCE_NAME, caption=short_caption(prompts[0]))
             errors = {k: v for k, v in comparison.mean_errors_mm().items() if k != REFERENCE_NAME}
             comparison_gif = str(comparison.save_gif(out / "comparison.gif", progress=False, dpi=s.gif_dpi))
             names = list(motions)
-            comparison_npz = str(_save_npz(out / "comparison.npz", joints=np.stack([motions[n] for n in names]),
+            comparison_npz = str(save_joints_npz(out / "comparison.npz", joints=np.stack([motions[n] for n in names]),
                                            names=np.asarray(names), prompt=np.asarray(prompts[0])))
             bar.next()
     preview = PreviewResult(out_dir=str(out), prompts=prompts, gifs=gifs, motions=str(out / "motions.npz"),
@@ -127,7 +129,8 @@ def render_previews(model_or_weights: Any, out_dir: str | Path, prompts: list[st
     return preview
 
 
-def _short(prompt: str, limit: int = 70) -> str:
+def short_caption(prompt: str, limit: int = 70) -> str:
+    """The prompt cut to `limit` characters (with an ellipsis) for a figure title."""
     return prompt if len(prompt) <= limit else prompt[: limit - 1].rstrip() + "…"
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from kpop_helpers.pipeline.common import fmt, markdown_table
 from kpop_helpers.pipeline.edge_stages import ERROR_COLUMNS, EXPORT_COLUMNS, FEW_STEP_COLUMNS
 from kpop_helpers.pipeline.results import (
-    BenchmarkResult, CompressionResult, DataResult, ExportResult, FinetuneResult, PreviewResult,
+    BenchmarkResult, CompressionResult, DataResult, EditPreview, ExportResult, FinetuneResult, LongDancePreview,
+    PreviewResult,
 )
 from kpop_helpers.utils import atomic_write_text
 
@@ -100,6 +101,20 @@ def _previews(preview: PreviewResult, base: Path) -> list[str]:
     return lines
 
 
+def _edits(edit: EditPreview | None, dance: LongDancePreview | None, base: Path) -> list[str]:
+    lines = []
+    if edit:
+        errors = ", ".join(f"{mm:.0f}" for mm in edit.kept_error_mm)
+        lines += [f"## An edit: keep {edit.keep}, \"{edit.prompt}\"", "", f"![edit]({_rel(edit.gif, base)})", "",
+                  f"- clip: {edit.clip}; kept part's distance from the clip per variation (mm): {errors}", ""]
+    if dance:
+        lines += [f"## A {dance.dance_seconds:.0f}-second dance from a timeline ({dance.windows} windows, "
+                  f"{len(dance.seams)} seams)", "", f"![timeline dance]({_rel(dance.gif, base)})", "",
+                  f"![seams]({_rel(dance.png, base)})", ""]
+        lines += [f"- {start:g}-{end:g} s: {prompt}" for start, end, prompt in dance.timeline] + [""]
+    return lines
+
+
 def _locations(base: Path, finetune: FinetuneResult | None, export: ExportResult | None,
                bench: BenchmarkResult | None, preview: PreviewResult | None) -> list[str]:
     lines = ["## Where things are", ""]
@@ -122,6 +137,7 @@ def _locations(base: Path, finetune: FinetuneResult | None, export: ExportResult
 def write_report(out_dir: str | Path, *, data: DataResult | None = None, finetune: FinetuneResult | None = None,
                  compression: CompressionResult | None = None, export: ExportResult | None = None,
                  benchmark: BenchmarkResult | None = None, previews: PreviewResult | None = None,
+                 edit: EditPreview | None = None, timeline_dance: LongDancePreview | None = None,
                  timings: dict[str, float] | None = None, smoke: bool = False) -> Path:
     """Write `<out_dir>/report.md` from the stage results given (a missing stage is left out); returns its path."""
     base = Path(out_dir)
@@ -142,7 +158,7 @@ def write_report(out_dir: str | Path, *, data: DataResult | None = None, finetun
     for part in ((_data(data, base) if data else []), (_finetune(finetune, base) if finetune else []),
                  (_compression(compression) if compression else []), (_export(export, base) if export else []),
                  (_benchmark(benchmark, base) if benchmark else []), (_previews(previews, base) if previews else []),
-                 _locations(base, finetune, export, benchmark, previews)):
+                 _edits(edit, timeline_dance, base), _locations(base, finetune, export, benchmark, previews)):
         lines += part
     path = base / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")

@@ -116,3 +116,36 @@ class PreviewResult:
     comparison_errors_mm: dict[str, float]
     comparison_prompt: str | None
     seconds: float
+
+
+@dataclass
+class EditPreview:
+    """An edited clip: the original beside its variations (GIF, joints), what was kept and how closely (mm)."""
+
+    out_dir: str
+    gif: str
+    motions: str  # edit.npz: original [F,22,3], variations [V,T,22,3], known_frames [T], kept_joints, prompt
+    keep: str
+    prompt: str
+    clip: str  # where the clip came from
+    frames: int  # length of the edited dance (20 fps)
+    known_spans: list[list[int]]  # dance frame spans kept whole (all joints), [start, end)
+    kept_joints: list[str]  # joints kept on every frame (body-part edits), empty otherwise
+    kept_error_mm: list[float]  # per variation, see kept_error_mm()
+    seconds: float
+
+
+@dataclass
+class LongDancePreview:
+    """A dance from a timeline of prompts: GIF with seams and labels, seam plot (PNG), joints (NPZ)."""
+
+    out_dir: str
+    gif: str
+    png: str
+    motions: str  # timeline.npz: joints [T,22,3], starts, ends, prompts, seams [S,2], boundaries
+    timeline: list[list[Any]]  # [start_s, end_s, prompt] as generated (squeezed under smoke)
+    seams: list[list[int]]  # frame spans shared by neighbouring windows
+    boundaries: list[int]  # frames where the prompt changes
+    dance_seconds: float
+    windows: int
+    seconds: float
