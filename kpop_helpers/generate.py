@@ -260,3 +260,18 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+class TorchDanceGenerator:
+    """A PyTorch model behind `EdgeGenerator`'s `generate_result` (what `kpop_helpers.choreograph` calls)."""
+
+    def __init__(self, model: Any, *, text_encoder: Any = None, device: torch.device | str | None = None,
+                 progress: bool = True):
+        self.model, self.text_encoder, self.device, self.progress = model, text_encoder, device, progress
+
+    def generate_result(self, prompts: list[str] | str | None = None, **kwargs: Any) -> GenerationResult:
+        """`generate(self.model, prompts, **kwargs)` with this generator's encoder, device and progress."""
+        kwargs.setdefault("text_encoder", self.text_encoder)
+        kwargs.setdefault("device", self.device)
+        kwargs.setdefault("progress", self.progress)
+        return generate(self.model, prompts, **kwargs)
