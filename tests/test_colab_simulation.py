@@ -1,4 +1,4 @@
-"""The six notebooks as Colab runs them: one fresh machine per notebook, Google Drive the only shared disk.
+"""The seven notebooks as Colab runs them: one fresh machine per notebook, Google Drive the only shared disk.
 
 Each notebook runs in a fresh kernel whose `/content` is a fresh, empty folder ($KPOP_COLAB_CONTENT); nothing
 survives between notebooks but the simulated Drive folder. The kernel imports the `google.colab` test double of
@@ -150,8 +150,8 @@ def colab(tmp_path, monkeypatch):
     return Colab(tmp_path, monkeypatch)
 
 
-@pytest.mark.timeout(1500)
-def test_six_notebooks_on_six_machines_share_only_drive(colab):
+@pytest.mark.timeout(1800)
+def test_seven_notebooks_on_seven_machines_share_only_drive(colab):
     work = colab.work
     # 01: the official download fails (no network) and the run goes on from scratch, as asked.
     nb01, text01, _ = colab.run("01_setup", params={"OFFICIAL_MDM": "yes"})
@@ -218,8 +218,28 @@ def test_six_notebooks_on_six_machines_share_only_drive(colab):
         assert {"previews/edit/edit.gif", "previews/edit/edit.npz", "previews/timeline/timeline.gif",
                 "previews/timeline/seams.png", "previews/timeline/timeline.npz"} <= set(results.namelist())
 
-    assert sha256(weights) == digest, "03-06 must use exactly the weights 02 trained"
-    for text in (text03, text04, text05, text06):
+    # 07: a song uploaded with its credit, danced by 04's int8 export (its first 15 s in SMOKE), shown with its sound
+    # (MP4), written to the run's folder on Drive, the BVH downloaded; the upload stays on Drive for the next run.
+    from kpop_helpers.music import synth
+
+    picked = colab.root / "picked_song"
+    synth.aba_song(120.0, bars_per_section=4).write(picked / "my_song.wav")
+    (picked / "my_song.txt").write_text('"My song" by the test suite, CC0')
+    colab.monkeypatch.setenv("KPOP_SIM_UPLOADS", str(picked))
+    nb07, text07, _ = colab.run("07_choreograph", params={"SONG": "upload", "MP4": True})
+    assert (colab.drive / "kpop_work" / "music" / "my_song.txt").is_file(), "the upload is kept on Drive"
+    song = json.loads((work / "songs" / "my_song" / "result.json").read_text())
+    assert song["runtime"] == "ONNX Runtime int8" and abs(song["dance_seconds"] - 15) < 0.1
+    assert {"dance.bvh", "preview.mp4", "preview.gif", "alignment.png", "ATTRIBUTION.txt"} <= {
+        p.name for p in (work / "songs" / "my_song").iterdir()}
+    player = "".join(o["data"]["text/html"] for c in nb07.cells if "song_player_html(" in c.source
+                     for o in c.outputs if "text/html" in o.get("data", {}))
+    assert "<video controls" in player and "data:video/mp4;base64," in player and "CC0" in player
+    assert "beat alignment score" in text07 and "image/png" in output_kinds(nb07)
+    assert json.loads(colab.downloads.read_text().splitlines()[-1])["path"].endswith("my_song_dance.bvh")
+
+    assert sha256(weights) == digest, "03-07 must use exactly the weights 02 trained"
+    for text in (text03, text04, text05, text06, text07):
         assert "stand-in" not in text and "SMOKE: no model" not in text
     assert "All changes made in this colab session should now be visible in Drive." in text06
 

@@ -1,4 +1,4 @@
-"""The six Colab notebooks: stripped, valid and Colab-ready (tests/test_colab_simulation.py executes them as Colab does)."""
+"""The seven Colab notebooks: stripped, valid and Colab-ready (tests/test_colab_simulation.py runs them as Colab)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ nbformat = pytest.importorskip("nbformat")
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
-NOTEBOOKS = ("01_setup", "02_finetune", "03_compress", "04_export", "05_benchmark", "06_visualize")
+NOTEBOOKS = ("01_setup", "02_finetune", "03_compress", "04_export", "05_benchmark", "06_visualize", "07_choreograph")
 BADGE = re.compile(r"\[!\[Open In Colab\]\(https://colab\.research\.google\.com/assets/colab-badge\.svg\)\]"
                    r"\(https://colab\.research\.google\.com/github/[\w.-]+/[\w.-]+/blob/main/notebooks/(\w+)\.ipynb\)")
 SMOKE_LINE = 'SMOKE = os.environ.get("KPOP_SMOKE", "0") == "1"'
@@ -27,7 +27,7 @@ def code(nb) -> list[str]:
     return [c.source for c in nb.cells if c.cell_type == "code"]
 
 
-def test_the_six_notebooks_are_present():
+def test_the_seven_notebooks_are_present():
     assert sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb")) == list(NOTEBOOKS)
 
 
@@ -38,7 +38,7 @@ def test_notebook_is_valid_stripped_and_colab_ready(name):
     for i, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
             assert cell.outputs == [] and cell.execution_count is None, f"{name}: cell {i} keeps outputs"
-    # Only fine-tuning needs a GPU runtime (03 for the recovery fine-tune); the rest is CPU work.
+    # Only fine-tuning needs a GPU runtime (03 for the recovery fine-tune); the rest is CPU work (07 included).
     assert nb.metadata.get("accelerator") == ("GPU" if name in ("02_finetune", "03_compress") else None)
     assert nb.metadata["colab"]["name"] == f"{name}.ipynb"
     assert nb.metadata["kernelspec"]["name"] == "python3"
@@ -103,3 +103,26 @@ def test_06_edit_and_timeline_fields_are_what_the_pipeline_reads():
     assert timeline and parse_timeline_text(ast.literal_eval(timeline.group(1)))[-1][1] == 60
     for field in ("EDIT_CLIP_INDEX", "EDIT_CLIP_FILE", "UPLOAD_CLIP", "VARIATIONS", "EDIT_PROMPT"):
         assert re.search(rf"^{field} = .*  #@param", params, re.M), f"06: {field} is a form field"
+
+
+def test_07_song_fields_are_what_the_pipeline_reads():
+    import ast
+
+    from kpop_helpers.choreograph import ALIGN_METHODS
+    from kpop_helpers.editing.song import DEFAULT_STYLE
+    from kpop_helpers.pipeline import RUNTIMES, parse_section_prompts
+
+    nb = read("07_choreograph")
+    params = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    for field, choices in (("ALIGN", ALIGN_METHODS), ("RUNTIME", RUNTIMES)):
+        found = re.search(rf'^{field} = "([^"]+)"  #@param (\[.*\])$', params, re.M)
+        assert found and ast.literal_eval(found.group(2)) == list(choices) and found.group(1) == choices[0]
+    prompts = re.search(r'^SECTION_PROMPTS = ("[^"]+")  #@param', params, re.M)
+    assert prompts and set(parse_section_prompts(ast.literal_eval(prompts.group(1)))) == {"A", "B"}
+    assert re.search(rf'^STYLE = "{DEFAULT_STYLE}"  #@param', params, re.M)
+    for field in ("SONG", "SONG_FOLDER", "EXCERPT_S", "BPM", "SEED", "MP4"):
+        assert re.search(rf"^{field} = .*  #@param", params, re.M), f"07: {field} is a form field"
+    calls = "\n".join(code(nb))
+    for call in ("pick_song(", "analyse_song(", "song_plan(", "choreograph_song(", "song_player_html(",
+                 "download_song_dance("):
+        assert f"pipeline.{call}" in calls, f"07 calls pipeline.{call}"

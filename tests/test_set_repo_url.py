@@ -90,7 +90,7 @@ def test_check_lists_what_points_elsewhere_and_changes_nothing(copy, capsys):
     snapshot = {p: p.read_bytes() for p in set_repo_url.target_files(copy)}
     assert set_repo_url.main(["me/fork", "--check", "--root", str(copy)]) == 1
     err = capsys.readouterr().err
-    assert f"README.md: badge {old}@main (x6)" in err and f"notebooks/01_setup.ipynb: badge {old}@main, " \
+    assert f"README.md: badge {old}@main (x7)" in err and f"notebooks/01_setup.ipynb: badge {old}@main, " \
            f"REPO_URL {old}" in err and f"{len(snapshot)} file(s) point elsewhere" in err
     assert {p: p.read_bytes() for p in set_repo_url.target_files(copy)} == snapshot
     assert set_repo_url.main([old, "--check", "--root", str(copy)]) == 0  # today's address is consistent

@@ -45,6 +45,8 @@ class SongDance:
     bas_after: float
     alignment: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    generated: np.ndarray | None = None  # features [T,263] as generated, before the beat alignment
+    warp: Any = None  # the time map of the alignment (editing.beats.TimeWarp)
 
     @property
     def seconds(self) -> float:
@@ -97,7 +99,7 @@ def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, st
     return SongDance(joints=joints, features=aligned.features, analysis=analysis, timeline=timeline,
                      plan=result.plan, song=str(getattr(song, "source", song)), align=align,
                      bas_before=float(before), bas_after=float(after), alignment=dict(aligned.info),
-                     timings=timings)
+                     timings=timings, generated=features, warp=aligned.warp)
 
 
 def attribution_of(song: str | Path) -> str | None:

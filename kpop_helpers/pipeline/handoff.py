@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from kpop_helpers.pipeline.settings import WorkDirs
 from kpop_helpers.utils import atomic_write_bytes, staged_path
 
 # What a person takes away: tables, plots, previews and the edge folder (not checkpoints or scratch).
-RESULT_PARTS = ("report.md", "edge_config.json", "assets.json", "export", "benchmark", "previews", "compress",
+RESULT_PARTS = ("report.md", "edge_config.json", "assets.json", "export", "benchmark", "previews", "songs", "compress",
                 "checkpoints/model_ema.safetensors", "checkpoints/model_ema.json", "checkpoints/history.json",
                 "checkpoints/training_curve.png", "checkpoints/result.json")
 
@@ -95,4 +96,14 @@ def write_run_report(work: WorkDirs, *, smoke: bool = False) -> Path:
                         benchmark=load_result(BenchmarkResult, work.benchmark),
                         previews=load_result(PreviewResult, work.previews),
                         edit=load_result(EditPreview, work.previews / "edit"),
-                        timeline_dance=load_result(LongDancePreview, work.previews / "timeline"), smoke=smoke)
+                        timeline_dance=load_result(LongDancePreview, work.previews / "timeline"),
+                        songs=load_song_previews(work), smoke=smoke)
+
+
+def load_song_previews(work: WorkDirs) -> list[Any]:
+    """The SongPreview of every song danced in this work folder (notebook 07), for the report."""
+    from kpop_helpers.pipeline.common import load_result
+    from kpop_helpers.pipeline.results import SongPreview
+
+    return [song for folder in sorted((work.root / "songs").glob("*/"))
+            if (song := load_result(SongPreview, folder)) is not None]

@@ -12,7 +12,7 @@ from kpop_helpers.pipeline.common import fmt, markdown_table
 from kpop_helpers.pipeline.edge_stages import ERROR_COLUMNS, EXPORT_COLUMNS, FEW_STEP_COLUMNS
 from kpop_helpers.pipeline.results import (
     BenchmarkResult, CompressionResult, DataResult, EditPreview, ExportResult, FinetuneResult, LongDancePreview,
-    PreviewResult,
+    PreviewResult, SongPreview,
 )
 from kpop_helpers.utils import atomic_write_text
 
@@ -115,6 +115,18 @@ def _edits(edit: EditPreview | None, dance: LongDancePreview | None, base: Path)
     return lines
 
 
+def _songs(songs: list[SongPreview], base: Path) -> list[str]:
+    lines = ["## Songs danced (07)", ""] if songs else []
+    for song in songs:
+        bvh, credit = song.outputs.get("bvh"), " ".join((song.attribution or "no credit file").split())
+        lines += [f"### {Path(song.song).name}: {song.dance_seconds:.0f} s at {song.tempo_bpm:.0f} BPM, sections "
+                  f"{''.join(label for *_, label in song.sections)}, {song.runtime}", "",
+                  f"![dance]({_rel(song.outputs.get('gif'), base)})", "",
+                  f"- beat alignment score {song.bas_before:.3f} -> {song.bas_after:.3f} ({song.align}); "
+                  f"[dance.bvh]({_rel(bvh, base)}) for Blender", f"- {credit}", ""]
+    return lines
+
+
 def _locations(base: Path, finetune: FinetuneResult | None, export: ExportResult | None,
                bench: BenchmarkResult | None, preview: PreviewResult | None) -> list[str]:
     lines = ["## Where things are", ""]
@@ -138,7 +150,8 @@ def write_report(out_dir: str | Path, *, data: DataResult | None = None, finetun
                  compression: CompressionResult | None = None, export: ExportResult | None = None,
                  benchmark: BenchmarkResult | None = None, previews: PreviewResult | None = None,
                  edit: EditPreview | None = None, timeline_dance: LongDancePreview | None = None,
-                 timings: dict[str, float] | None = None, smoke: bool = False) -> Path:
+                 songs: list[SongPreview] | None = None, timings: dict[str, float] | None = None,
+                 smoke: bool = False) -> Path:
     """Write `<out_dir>/report.md` from the stage results given (a missing stage is left out); returns its path."""
     base = Path(out_dir)
     base.mkdir(parents=True, exist_ok=True)
@@ -158,7 +171,8 @@ def write_report(out_dir: str | Path, *, data: DataResult | None = None, finetun
     for part in ((_data(data, base) if data else []), (_finetune(finetune, base) if finetune else []),
                  (_compression(compression) if compression else []), (_export(export, base) if export else []),
                  (_benchmark(benchmark, base) if benchmark else []), (_previews(previews, base) if previews else []),
-                 _edits(edit, timeline_dance, base), _locations(base, finetune, export, benchmark, previews)):
+                 _edits(edit, timeline_dance, base), _songs(list(songs or []), base),
+                 _locations(base, finetune, export, benchmark, previews)):
         lines += part
     path = base / "report.md"
     atomic_write_text(path, "\n".join(lines).rstrip() + "\n")

@@ -149,3 +149,26 @@ class LongDancePreview:
     dance_seconds: float
     windows: int
     seconds: float
+
+
+@dataclass
+class SongPreview:
+    """A song danced (notebook 07): its files, the song and its credit, the beat alignment before and after."""
+
+    out_dir: str  # <work>/songs/<song name>
+    song: str
+    attribution: str | None  # "Music: ..." from <song>.txt beside the song
+    runtime: str  # "ONNX Runtime int8", "PyTorch (cuda)", ...
+    dance_seconds: float
+    tempo_bpm: float
+    sections: list[list[Any]]  # [start_s, end_s, label]
+    timeline: list[list[Any]]  # [start_s, end_s, prompt] the dance followed
+    align: str
+    bas_before: float  # beat alignment score of the dance as generated
+    bas_after: float  # ... and after ALIGN put it on the beat
+    alignment: dict[str, Any]  # align_to_beats' info: beats matched, local speed range, shifts
+    outputs: dict[str, str]  # kind -> path: bvh, npz, timeline, analysis, analysis_png, summary, gif, mp4, attribution
+    alignment_png: str
+    timings: dict[str, float] = field(default_factory=dict)  # analysis, generation, alignment (s)
+    warnings: list[str] = field(default_factory=list)  # the analysis's (no clear beat, ...)
+    seconds: float = 0.0
