@@ -12,7 +12,8 @@ _LAZY = {
     "BvhData": "bvh", "BvhSkeleton": "bvh", "parse_bvh": "bvh", "read_bvh": "bvh", "write_bvh": "bvh",
     "LoadReport": "io", "SkippedItem": "io", "load_clips": "io", "load_json": "io", "load_npz": "io",
     "save_json": "io", "save_npz": "io", "RIGS": "rigs", "Lerp": "rigs", "RigMap": "rigs",
-    "MIN_FRAMES": "validate", "validate_clip": "validate",
+    "MIN_FRAMES": "validate", "validate_clip": "validate", "DataWarning": "report",
+    "infer_joint_map": "rig_names", "label_bone": "rig_names", "read_sidecar": "captions", "read_index": "captions",
     "generate_sample_clips": "sample", "build_sample_dataset": "sample",
 }
 

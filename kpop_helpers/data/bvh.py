@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from kpop_helpers.data.clip import MotionClip
-from kpop_helpers.data.rigs import (END_SITE_SUFFIX, JointMapArg, bone_world_rotations, detect_rig, euler_to_matrix,
-                                    matrix_to_euler_zyx, resolve_joint_map)
+from kpop_helpers.data.report import warn_size
+from kpop_helpers.data.rig_names import choose_joint_map
+from kpop_helpers.data.rigs import (END_SITE_SUFFIX, JointMapArg, ResolvedMap, bone_world_rotations, euler_to_matrix,
+                                    matrix_to_euler_zyx, normalize_bone_name)
 from kpop_helpers.data.validate import MIN_FRAMES, UNIT_SCALES, body_size, unit_scale, validate_clip
 from kpop_helpers.errors import DataError
 from kpop_helpers.motion.resample import resample_positions
@@ -167,8 +169,8 @@ def parse_bvh_text(text: str, path: object = None) -> BvhData:
         raise DataError(f"bad header 'Frames: {head.group(1)}' / 'Frame Time: {head.group(2)}'", path=path,
                         field="MOTION", expected="an integer frame count and a frame time in seconds") from None
     if frames < 1 or not frame_time > 0:
-        raise DataError(f"Frames: {frames}, Frame Time: {frame_time}", path=path, field="MOTION",
-                        expected="at least one frame and a positive frame time")
+        raise DataError(("no records: " if frames < 1 else "") + f"Frames: {frames}, Frame Time: {frame_time}",
+                        path=path, field="MOTION", expected="at least one frame and a positive frame time")
     first_line = text.count("\n", 0, head.end()) + 1
     values = _parse_motion_block(text[head.end():], frames, skel.num_channels, first_line, path)
     return BvhData(skel, values, frame_time, None if path is None else str(path))
@@ -245,24 +247,23 @@ def forward_kinematics(skeleton: BvhSkeleton, values: np.ndarray) -> np.ndarray:
     return points
 
 
-def _up_is_z(points: np.ndarray, names: list[str], skeleton: BvhSkeleton, joint_map: JointMapArg) -> bool:
+def _up_is_z(points: np.ndarray, skeleton: BvhSkeleton, mapped: ResolvedMap | None) -> bool:
     """Whether a file is z-up: from head minus ankles when the rig is known, else from the rest offsets."""
-    try:
-        t2m = resolve_joint_map(joint_map, names).apply(points)
+    if mapped is not None:
+        t2m = mapped.apply(points)
         up = np.median(t2m[:, 15] - 0.5 * (t2m[:, 7] + t2m[:, 8]), axis=0)
         return abs(up[2]) > abs(up[1])
-    except DataError:
-        # Legs and spine are vertical in any rest pose, arms horizontal: the axis with most length is up.
-        length = np.abs(skeleton.offsets).sum(axis=0) + sum(np.abs(o) for _, o in skeleton.end_sites)
-        return bool(length[2] > length[1])
+    # Legs and spine are vertical in any rest pose, arms horizontal: the axis with most length is up.
+    length = np.abs(skeleton.offsets).sum(axis=0) + sum(np.abs(o) for _, o in skeleton.end_sites)
+    return bool(length[2] > length[1])
 
 
-def _auto_unit(points: np.ndarray, rig: str | None) -> float:
-    """Metres per unit that makes the figure closest to a human size (CMU units only for CMU rigs)."""
+def _auto_unit(points: np.ndarray, cmu: bool) -> float:
+    """Metres per unit that makes the figure closest to a human size (CMU units only for CMU-named rigs)."""
     size = body_size(points)
     if size <= 0:
         return 1.0
-    names = ["m", "cm", "mm"] + (["cmu"] if rig == "cmu" else [])
+    names = ["m", "cm", "mm"] + (["cmu"] if cmu else [])
     return min((UNIT_SCALES[n] for n in names), key=lambda s: abs(np.log(size * s / _TYPICAL_BODY_SIZE_M)))
 
 
@@ -274,7 +275,8 @@ def read_bvh(path: str | Path, *, unit: str | float = "auto", target_fps: float 
 
     unit: 'auto' picks m, cm, mm (or CMU units for CMU rigs) to make a human-sized figure; or 'm', 'cm',
     'mm', 'inch', 'cmu' or metres per unit. source_fps overrides the header's Frame Time (the CMU salsa
-    files say 120 but are 60 fps). joint_map: 'auto', 'cmu', 'daz', 'bandai', 'mixamo', 't2m', a dict
+    files say 120 but are 60 fps). joint_map: 'auto' (a shipped map, else one inferred from the bone names:
+    kpop_helpers.data.rig_names; the clip's `rig` says which), 'cmu', 'daz', 'bandai', 'mixamo', 't2m', a dict
     {t2m_joint: bone} (see kpop_helpers.data.rigs), or None for the file's joints in file order.
     keep_all_joints=True returns every joint and End Site ('<bone>/End') instead of T2M joints.
     start_frame drops leading frames (e.g. 1 for converters that prepend a T-pose).
@@ -290,22 +292,32 @@ def read_bvh(path: str | Path, *, unit: str | float = "auto", target_fps: float 
     points = forward_kinematics(skel, data.values[start_frame:])
     if up_axis not in ("auto", "y", "z"):
         raise DataError(f"up_axis {up_axis!r}", path=path, field="up_axis", expected="'auto', 'y' or 'z'")
-    names = skel.point_names
-    if up_axis == "z" or (up_axis == "auto" and _up_is_z(points, names, skel, joint_map or "auto")):
+    names, to_t2m = skel.point_names, not (keep_all_joints or joint_map is None)
+    try:  # the map chosen (shipped, or inferred from bone names); only a T2M read needs one
+        mapped: ResolvedMap | None = choose_joint_map(joint_map or "auto", skel, points, path=path)
+    except DataError:
+        if to_t2m:
+            raise
+        mapped = None
+    if up_axis == "z" or (up_axis == "auto" and _up_is_z(points, skel, mapped)):
         points = points @ _Z_UP_TO_Y_UP.T
-    if keep_all_joints or joint_map is None:
+    if not to_t2m:
         keep = len(names) if keep_all_joints else len(skel.names)
         selected, joint_names, expected = points[:, :keep], tuple(names[:keep]), None
     else:
-        selected = resolve_joint_map(joint_map, names, path=path).apply(points)
+        assert mapped is not None
+        selected = mapped.apply(points)
         joint_names, expected = tuple(T2M_JOINT_NAMES), len(T2M_JOINT_NAMES)
-    scale = _auto_unit(selected, detect_rig(names)) if unit == "auto" else unit_scale(unit, path=path)
+    cmu = (mapped is not None and mapped.rig == "cmu") or "lhipjoint" in {normalize_bone_name(n) for n in names}
+    scale = _auto_unit(selected, cmu) if unit == "auto" else unit_scale(unit, path=path)
     positions = selected * scale
+    warn_size(positions, path=path, scale=scale, unit=unit)  # a DataWarning when not person-sized
     out_fps = fps
     if target_fps is not None and abs(float(target_fps) - fps) > 1e-6 * fps:
         positions = resample_positions(positions, fps, float(target_fps))
         out_fps = float(target_fps)
-    clip = MotionClip(positions.astype(np.float32), out_fps, list(texts), style, str(path), joint_names)
+    clip = MotionClip(positions.astype(np.float32), out_fps, list(texts), style, str(path), joint_names,
+                      rig=mapped.label if to_t2m and mapped is not None else None)
     return validate_clip(clip, path=path, expected_joints=expected, min_frames=min_frames, check_scale=check_scale)
 
 

@@ -21,6 +21,7 @@ class MotionClip:
     style: str | None = None
     source: str | None = None
     joint_names: tuple[str, ...] | None = None
+    rig: str | None = None  # the BVH name map used ('cmu', 'inferred (interpolated: spine2)'), None otherwise
 
     @property
     def num_frames(self) -> int:

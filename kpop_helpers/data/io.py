@@ -6,17 +6,20 @@ NPZ (read with allow_pickle=False): ``motions`` [N, F, J, 3]; or [sum(lengths), 
 or [N, Fmax, J, 3] padded, each with ``lengths`` [N]; ``texts`` unicode [N] or [N, K] ("" pads);
 ``styles`` unicode [N] ("" = none); optional ``fps`` scalar or [N] and ``joint_names`` [J].
 Positions are y up; ``unit`` converts other units to metres. 24-joint SMPL clips keep their first 22
-joints, which are the T2M joints.
+joints, which are the T2M joints. A file with no records raises DataError ("no records"); a person whose
+standing height is outside 1.0-2.3 m gives a DataWarning naming the unit= that fits (kpop_helpers.data.report).
+load_clips fills clips without captions from sidecars and indexes (kpop_helpers.data.captions).
 """
 
 from __future__ import annotations
 
 import io as _stdio
 import json
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from kpop_helpers.data.bvh import read_bvh
+from kpop_helpers.data.captions import INDEX_NAMES, CaptionFinder, FileCaptions, apply_captions, uncaptioned_warning
 from kpop_helpers.data.clip import MotionClip
+from kpop_helpers.data.report import DataWarning, LoadReport, SkippedItem, no_records, warn_sizes
 from kpop_helpers.data.validate import (MIN_FRAMES, positions_from_nested, unit_scale, validate_clip, validate_fps,
                                         validate_style, validate_text, validate_texts)
 from kpop_helpers.errors import DataError
@@ -39,31 +44,6 @@ _PICKLE_HELP = (
     "[N, F, J, 3] (or [sum(lengths), J, 3] concatenated / [N, Fmax, J, 3] padded, with lengths=int [N]), "
     "texts=np.array(captions, dtype=str) ([N] or [N, K] padded with ''), styles=np.array(styles, dtype=str)), "
     "e.g. with kpop_helpers.data.save_npz; or pass allow_pickle=True only if you trust the file")
-
-
-@dataclass
-class SkippedItem:
-    """A file or record left out by on_error='skip', and why."""
-
-    file: str
-    record: int | None
-    reason: str
-
-
-@dataclass
-class LoadReport:
-    """What load_clips read: files, clip count and every skipped file or record."""
-
-    files: list[str] = field(default_factory=list)
-    num_clips: int = 0
-    skipped: list[SkippedItem] = field(default_factory=list)
-
-    def summary(self) -> str:
-        """One line per skipped item after a count line."""
-        head = f"{self.num_clips} clips from {len(self.files)} files, {len(self.skipped)} skipped"
-        rows = [f"  {s.file}" + ("" if s.record is None else f" record {s.record}") + f": {s.reason}"
-                for s in self.skipped]
-        return "\n".join([head, *rows])
 
 
 def _check_on_error(on_error: str) -> None:
@@ -122,6 +102,8 @@ def load_json(path: str | Path, *, default_fps: float = FPS_HUMANML, unit: str |
         raise DataError(f"top level is a {type(data).__name__}", path=path,
                         expected="a list of records, or one record object")
     scale = unit_scale(unit, path=path)
+    if not records:
+        return no_records(path, on_error, report, "an empty list")
 
     def build(index: int, record: Any) -> MotionClip:
         if not isinstance(record, dict):
@@ -143,7 +125,9 @@ def load_json(path: str | Path, *, default_fps: float = FPS_HUMANML, unit: str |
                           validate_style(record.get("style"), path=path, record=index), str(path), names)
         return validate_clip(clip, path=path, record=index, expected_joints=expected_joints, min_frames=min_frames)
 
-    return _collect(enumerate(records), path, on_error, report, build)
+    clips = _collect(enumerate(records), path, on_error, report, build)
+    warn_sizes(clips, path, scale, unit)
+    return clips
 
 
 def _npz_arrays(path: Path, allow_pickle: bool) -> dict[str, Any]:
@@ -231,8 +215,11 @@ def load_npz(path: str | Path, *, allow_pickle: bool = False, default_fps: float
     if "motions" not in arrays:
         raise DataError(f"missing (arrays: {sorted(arrays)})", path=path, field="motions",
                         expected="positions [N, F, J, 3] or [sum(lengths), J, 3] with 'lengths'")
-    motions = _split_motions(arrays["motions"], arrays.get("lengths"), path)
+    lengths = arrays.get("lengths")
+    motions = [] if lengths is not None and np.size(lengths) == 0 else _split_motions(arrays["motions"], lengths, path)
     count = len(motions)
+    if count == 0:
+        return no_records(path, on_error, report, "zero motions")
     texts = _per_clip_texts(arrays.get("texts"), count, path)
     styles = arrays.get("styles")
     if styles is not None and (np.ndim(styles) != 1 or len(styles) != count):
@@ -259,7 +246,9 @@ def load_npz(path: str | Path, *, allow_pickle: bool = False, default_fps: float
         return validate_clip(clip, path=path, record=index, expected_joints=expected_joints, min_frames=min_frames,
                              positions_field="motions")
 
-    return _collect(enumerate(motions), path, on_error, report, build)
+    clips = _collect(enumerate(motions), path, on_error, report, build)
+    warn_sizes(clips, path, scale, unit)
+    return clips
 
 
 def save_json(path: str | Path, clips: Sequence[MotionClip]) -> Path:
@@ -307,8 +296,8 @@ def save_npz(path: str | Path, clips: Sequence[MotionClip]) -> Path:
 
 def _iter_files(root: Path) -> list[Path]:
     if root.is_dir():
-        files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES),
-                       key=lambda p: p.relative_to(root).as_posix())
+        files = sorted((p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+                        and p.name.lower() not in INDEX_NAMES), key=lambda p: p.relative_to(root).as_posix())
         if not files:
             raise DataError("no .json, .npz or .bvh files in this folder (searched recursively)", path=root)
         return files
@@ -321,43 +310,84 @@ def _iter_files(root: Path) -> list[Path]:
 
 def load_clips(path: str | Path, *, on_error: str = "raise", fps: float | None = None, allow_pickle: bool = False,
                unit: str | float | None = None, expected_joints: int | None = NUM_T2M_JOINTS,
-               min_frames: int = MIN_FRAMES, progress: bool = True,
-               **bvh_kwargs: Any) -> tuple[list[MotionClip], LoadReport]:
+               min_frames: int = MIN_FRAMES, progress: bool = True, captions: bool = True,
+               style_from_folder: bool = False, **bvh_kwargs: Any) -> tuple[list[MotionClip], LoadReport]:
     """Load a .json/.npz/.bvh file or a folder of them (recursively, sorted); returns (clips, report).
 
     fps: resample every clip to this rate (linear interpolation); None keeps each clip's own rate
     (BVH files go to read_bvh's target_fps, 20 by default). unit: None means metres for JSON/NPZ and
     'auto' for BVH. on_error='skip' leaves bad files and records out and lists them in the report.
+    captions: fill clips that have no captions/style from a sidecar <name>.txt or a captions.csv/.json index
+    (which may also give a file's unit and true fps; kpop_helpers.data.captions); style_from_folder: else use
+    the parent folder's name as the style. The report lists the BVH name map chosen per file, every clip left
+    without a caption, and the DataWarnings (unit, captions), which are also issued.
     bvh_kwargs go to read_bvh (source_fps, joint_map, up_axis, start_frame, ...).
     """
     _check_on_error(on_error)
     report = LoadReport()
     clips: list[MotionClip] = []
-    files = _iter_files(Path(path))
+    root = Path(path)
+    files = _iter_files(root)
+    finder = CaptionFinder(root) if captions else None
     if fps is not None:
         validate_fps(fps, path=path, record=None)
         bvh_kwargs.setdefault("target_fps", fps)
     common = dict(expected_joints=expected_joints, min_frames=min_frames, on_error=on_error, report=report)
     for file in tqdm(files, desc="loading motion", unit="file", disable=not progress or len(files) < 2):
         report.files.append(str(file))
-        try:
-            suffix = file.suffix.lower()
-            if suffix == ".json":
-                loaded = load_json(file, unit=unit or "m", **common)
-            elif suffix == ".npz":
-                loaded = load_npz(file, allow_pickle=allow_pickle, unit=unit or "m", **common)
-            else:
-                loaded = [read_bvh(file, unit=unit or "auto", min_frames=min_frames, **bvh_kwargs)]
-                if expected_joints is not None:
-                    validate_clip(loaded[0], path=file, expected_joints=expected_joints, min_frames=min_frames)
-        except DataError as exc:
-            if on_error == "raise":
-                raise
-            report.skipped.append(SkippedItem(str(file), None, str(exc)))
-            continue
-        clips.extend(_resample_all(loaded, fps))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", DataWarning)
+            try:
+                found = finder.find(file) if finder is not None else FileCaptions()
+                loaded = _load_one(file, found, unit, allow_pickle, common, bvh_kwargs)
+            except DataError as exc:
+                if on_error == "raise":
+                    raise
+                report.skipped.append(SkippedItem(str(file), None, str(exc)))
+                loaded, found = [], FileCaptions()
+            style = file.parent.name if style_from_folder else None
+            captioned: list[MotionClip] = []
+            for clip in loaded:
+                errors: list[DataError] = []
+                captioned += apply_captions(clip, found, style=style, min_frames=min_frames,
+                                            expected_joints=expected_joints, errors=errors)
+                if errors and on_error == "raise":
+                    raise errors[0]
+                report.skipped += [SkippedItem(str(file), e.record, str(e)) for e in errors]
+        for w in caught:
+            if issubclass(w.category, DataWarning):
+                report.warnings.append(str(w.message))
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if file.suffix.lower() == ".bvh" and loaded and loaded[0].rig:
+            report.rigs[str(file)] = loaded[0].rig
+        name = file.relative_to(root).as_posix() if root.is_dir() else file.name
+        report.uncaptioned += [name + (f" clip {k}" if len(captioned) > 1 else "")
+                               for k, c in enumerate(captioned) if not c.texts]
+        clips.extend(_resample_all(captioned, fps))
     report.num_clips = len(clips)
+    messages = [uncaptioned_warning(clips, where=f"{path}: ")]
+    if finder is not None and root.is_dir() and finder.unused_entries():
+        messages.append(f"captions index entries that name no loaded file: {', '.join(finder.unused_entries())}")
+    for message in filter(None, messages):
+        warnings.warn(message, DataWarning, stacklevel=2)
+        report.warnings.append(message)
     return clips, report
+
+
+def _load_one(file: Path, found: FileCaptions, unit: str | float | None, allow_pickle: bool, common: dict,
+              bvh_kwargs: dict) -> list[MotionClip]:
+    """The clips of one file; a captions index may give its unit and (BVH) its true frame rate."""
+    unit = found.unit if found.unit is not None else unit
+    suffix = file.suffix.lower()
+    if suffix == ".json":
+        return load_json(file, unit=unit or "m", **common)
+    if suffix == ".npz":
+        return load_npz(file, allow_pickle=allow_pickle, unit=unit or "m", **common)
+    kwargs = {**bvh_kwargs, **({} if found.fps is None else {"source_fps": found.fps})}
+    clip = read_bvh(file, unit=unit or "auto", min_frames=common["min_frames"], **kwargs)
+    if common["expected_joints"] is not None:
+        validate_clip(clip, path=file, expected_joints=common["expected_joints"], min_frames=common["min_frames"])
+    return [clip]
 
 
 def _resample_all(clips: Iterable[MotionClip], fps: float | None) -> Iterator[MotionClip]:
@@ -365,5 +395,4 @@ def _resample_all(clips: Iterable[MotionClip], fps: float | None) -> Iterator[Mo
         if fps is None or abs(clip.fps - fps) <= 1e-6 * fps:
             yield clip
         else:
-            yield MotionClip(resample_positions(clip.positions, clip.fps, float(fps)), float(fps), clip.texts,
-                             clip.style, clip.source, clip.joint_names)
+            yield replace(clip, positions=resample_positions(clip.positions, clip.fps, float(fps)), fps=float(fps))

@@ -20,7 +20,8 @@ Choices for T2M joints that have no exact counterpart (all approximations, none 
   floor projection) is not used.
 
 Bone names match case-insensitively, ignoring a namespace (``mixamorig:``, ``Armature|``) and the
-characters space, ``_``, ``-`` and ``.``.
+characters space, ``_``, ``-`` and ``.``. When no shipped map fits, ``joint_map="auto"`` infers one from the
+bone names (``kpop_helpers.data.rig_names``).
 """
 
 from __future__ import annotations
@@ -140,11 +141,25 @@ class ResolvedMap:
     start: np.ndarray
     end: np.ndarray
     t: np.ndarray
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        """The map's name, with what was interpolated: 'cmu', 'inferred (interpolated: spine2)'."""
+        return f"{self.rig} ({self.note})" if self.note else self.rig
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Map points [..., P, 3] to T2M joints [..., 22, 3]."""
         t = self.t[:, None]
         return points[..., self.start, :] * (1.0 - t) + points[..., self.end, :] * t
+
+    def describe(self, point_names: Sequence[str]) -> dict[str, str]:
+        """Each T2M joint -> the file point it comes from ('Spine', or 'Hips -> Spine at 0.4')."""
+        out = {}
+        for j, joint in enumerate(T2M_JOINT_NAMES):
+            a, b, t = int(self.start[j]), int(self.end[j]), float(self.t[j])
+            out[joint] = point_names[a] if a == b or t == 0 else f"{point_names[a]} -> {point_names[b]} at {t:.3g}"
+        return out
 
 
 def rig_from_dict(joint_map: Mapping[str, object], name: str = "custom") -> RigMap:
@@ -187,8 +202,9 @@ def _resolve(rig: RigMap, lookup: Mapping[str, int]) -> tuple[ResolvedMap | None
     return ResolvedMap(rig.name, np.array(starts), np.array(ends), np.array(ts, dtype=np.float64)), []
 
 
-def resolve_joint_map(joint_map: JointMapArg, point_names: Sequence[str], *, path: object = None) -> ResolvedMap:
-    """Resolve 'auto', a shipped rig name, a RigMap or a dict against a file's point names (bones + End Sites)."""
+def match_shipped(joint_map: JointMapArg, point_names: Sequence[str], *,
+                  path: object = None) -> tuple[ResolvedMap | None, str, list[str]]:
+    """(map, name, []) for the first candidate map that fits, else (None, closest map, its missing T2M joints)."""
     lookup: dict[str, int] = {}
     for i, name in enumerate(point_names):
         lookup.setdefault(normalize_bone_name(name), i)
@@ -207,21 +223,38 @@ def resolve_joint_map(joint_map: JointMapArg, point_names: Sequence[str], *, pat
     for rig in candidates:
         resolved, missing = _resolve(rig, lookup)
         if resolved is not None:
-            return resolved
+            return resolved, rig.name, []
         if best is None or len(missing) < len(best[1]):
             best = (rig.name, missing)
     assert best is not None
-    rig_name, missing = best
+    return None, best[0], best[1]
+
+
+def unknown_rig_error(rig_name: str, missing: list[str], point_names: Sequence[str], *, path: object = None,
+                      by_names: str = "") -> DataError:
+    """The 'unknown rig' error: what is missing, the file's bones and how to pass a joint_map."""
     bones = [n for n in point_names if not n.endswith(END_SITE_SUFFIX)]
     if len(missing) == len(T2M_JOINT_NAMES):
         what = f"none of the {len(missing)} T2M joints {list(T2M_JOINT_NAMES)} matched a shipped rig map"
     else:
         what = f"could not map T2M joints {missing} (closest shipped map: '{rig_name}')"
-    raise DataError(
+    if by_names:
+        what += f"; by bone names: {by_names}"
+    return DataError(
         f"unknown rig: {what}. Bones in the file: {bones}. Pass joint_map={{'pelvis': '<bone>', "
         f"'left_hip': '<bone>', ...}} with a bone for every T2M joint; use '<bone>/End' for an End Site, "
         f"kpop_helpers.data.Lerp('BoneA', 'BoneB', 0.5) for a point between two bones, or joint_map=None "
         f"to keep the file's own joints", path=path, field="joint_map")
+
+
+def resolve_joint_map(joint_map: JointMapArg, point_names: Sequence[str], *, path: object = None) -> ResolvedMap:
+    """Resolve 'auto', a shipped rig name, a RigMap or a dict against a file's point names (bones + End Sites).
+
+    Shipped maps only; read_bvh also infers a map from bone names (kpop_helpers.data.rig_names)."""
+    resolved, rig_name, missing = match_shipped(joint_map, point_names, path=path)
+    if resolved is None:
+        raise unknown_rig_error(rig_name, missing, point_names, path=path)
+    return resolved
 
 
 def detect_rig(point_names: Sequence[str]) -> str | None:

@@ -200,4 +200,4 @@ def validate_clip(clip: MotionClip, *, path: PathLike = None, record: Record = N
         raise DataError(f"has {len(names)} names for {positions.shape[1]} joints", path=path, record=record,
                         field="joint_names", expected="one name per joint")
     return MotionClip(positions=positions, fps=fps, texts=texts, style=style,
-                      source=None if path is None else str(path), joint_names=names)
+                      source=None if path is None else str(path), joint_names=names, rig=clip.rig)

@@ -75,7 +75,7 @@ def prepare_own_data(source: str | Path, out_dir: str | Path, *, val_every: int 
         bar.next()
     atomic_write_text(out / "metadata.json", json.dumps({"source": str(source), "files": report.files,
                                                          "num_train": len(train), "num_val": len(val),
-                                                         "skipped": report.summary().splitlines()[1:]},
+                                                         "skipped": report.to_dict()["skip"]},
                                                         indent=1) + "\n")
     result = DataResult(data_dir=str(out), train=str(out / "train.npz"), val=str(out / "val.npz"),
                         metadata=str(out / "metadata.json"), stats_dir=str(stats_dir), num_clips=len(clips),

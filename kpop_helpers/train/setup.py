@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,9 +29,14 @@ def build_data(cfg: TrainConfig, *, progress: bool = True) -> tuple[list[Window]
     """Load clips, convert to features and cut windows; returns (train, val)."""
     from kpop_helpers.data.io import load_clips
 
+    from kpop_helpers.data.captions import uncaptioned_warning
+
     clips, _ = load_clips(cfg.data)
     if not clips:
         raise DataError("no clips found", path=cfg.data, expected="at least one clip (.json, .npz or .bvh)")
+    message = uncaptioned_warning(clips, where=f"{cfg.data}: ")
+    if message:  # a text-to-motion model trained without texts ignores its prompts
+        warnings.warn(message, stacklevel=2)
     feats = clips_to_features(clips, progress=progress)
     kw = dict(max_frames=cfg.max_frames, min_frames=cfg.min_frames, stride=cfg.window_stride)
     if cfg.val_data:
