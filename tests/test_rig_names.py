@@ -390,3 +390,20 @@ def test_a_bad_index_names_itself(tmp_path, name, text, fragment):
     with pytest.raises(DataError, match=re.escape(fragment)) as info:
         load_clips(tmp_path)
     assert str(tmp_path / name) in str(info.value)
+
+
+def test_fbx_tool_says_what_to_do_without_blender(tmp_path, monkeypatch):
+    """tools/fbx_to_bvh.py (Blender's command line) is not run here: its arguments and its no-Blender error are."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fbx_to_bvh", Path(__file__).resolve().parents[1] / "tools" / "fbx_to_bvh.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "in").mkdir()
+    with pytest.raises(SystemExit):
+        tool.main([str(tmp_path / "in"), str(tmp_path / "out")])  # no .fbx files: argparse error
+    (tmp_path / "in" / "take.fbx").write_bytes(b"Kaydara FBX Binary  \x00")
+    monkeypatch.delenv("BLENDER", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit, match="Blender was not found"):
+        tool.main([str(tmp_path / "in"), str(tmp_path / "out")])
