@@ -7,7 +7,6 @@ studio backend runs) or `kpop_helpers.generate.TorchDanceGenerator` (a PyTorch m
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,10 +73,7 @@ def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, st
     timings: dict[str, float] = {}
     start = time.perf_counter()
     if analysis is None:
-        audio = load_audio(song)
-        if excerpt_s is not None and excerpt_s < audio.duration_s:
-            keep = int(round(float(excerpt_s) * audio.sr))
-            audio = dataclasses.replace(audio, samples=audio.samples[..., :keep], duration_s=keep / audio.sr)
+        audio = load_audio(song).head(excerpt_s)
         analysis = analyze(audio, bpm=bpm)
     timings["analysis_s"] = time.perf_counter() - start
     if analysis.duration_s > MAX_SONG_SECONDS:

@@ -7,6 +7,8 @@ else one on PATH). Resampling is scipy's polyphase filter, so loading needs neit
 
 from __future__ import annotations
 
+import dataclasses
+
 import shutil
 import struct
 import subprocess
@@ -39,6 +41,13 @@ class Audio:
     duration_s: float
     channels: int  # channels of the source (before any downmix)
     source: str
+
+    def head(self, seconds: float | None) -> Audio:
+        """The first `seconds` of the audio (itself when None or not shorter)."""
+        if seconds is None or seconds >= self.duration_s:
+            return self
+        keep = int(round(float(seconds) * self.sr))
+        return dataclasses.replace(self, samples=self.samples[..., :keep], duration_s=keep / self.sr)
 
     @property
     def mono(self) -> np.ndarray:

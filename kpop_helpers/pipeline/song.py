@@ -143,14 +143,9 @@ def _excerpt(excerpt_s: float, smoke: bool) -> float | None:
 def analyse_song(work: WorkDirs, song: str | Path, *, bpm: float = 0, excerpt_s: float = 0, smoke: bool = False):
     """Tempo, beats and sections (a MusicAnalysis) of the song's first `excerpt_s` s (0: all; smoke: at most 15 s;
     bpm 0: detected), written as analysis.json/.png into song_folder."""
-    import dataclasses
-
     from kpop_helpers.music import analyze, load_audio, plot_analysis
 
-    audio, limit = load_audio(song), _excerpt(excerpt_s, smoke)
-    if limit is not None and limit < audio.duration_s:  # as choreograph(excerpt_s=) cuts it
-        keep = int(round(limit * audio.sr))
-        audio = dataclasses.replace(audio, samples=audio.samples[..., :keep], duration_s=keep / audio.sr)
+    audio = load_audio(song).head(_excerpt(excerpt_s, smoke))  # as choreograph(excerpt_s=) cuts it
     analysis = analyze(audio, bpm=float(bpm) or None)
     out = song_folder(work, song)
     out.mkdir(parents=True, exist_ok=True)
