@@ -1,6 +1,7 @@
 """`analyze(song)`: tempo, beats, downbeats, bar and eight-count positions, loudness and sections; analysis.json.
 
-Beats and downbeats come from `music.beats` (librosa, no weights) or an optional tracker (`music.trackers`);
+Beats and downbeats come from `music.beats` (librosa's methods ported to numpy in `music.dsp`: no weights,
+no librosa import; the tracker keeps the name "librosa") or an optional tracker (`music.trackers`);
 sections from `music.sections`. Bars are 4 beats (K-pop is in 4/4); an eight-count is two bars, and starts on
 the bar parity that puts most section starts on "1" (phrases start on the one).
 """
@@ -20,6 +21,7 @@ from kpop_helpers.music import beats as B
 from kpop_helpers.music.downbeats import beat_cues, downbeat_phase
 from kpop_helpers.music.audio import DEFAULT_SR, Audio, load_audio
 from kpop_helpers.music.sections import Section, find_sections
+from kpop_helpers.music.spectra import Spectra, compute_spectra
 from kpop_helpers.music.trackers import check_tracker, external_beats, phase_from_downbeats
 from kpop_helpers.utils import atomic_write_text, json_ready
 
@@ -181,10 +183,9 @@ def _from_dict(data: Any, path) -> MusicAnalysis:
         warnings=list(warnings))
 
 
-def _power(y: np.ndarray, frames: int) -> np.ndarray:
+def _power(spectra: Spectra, frames: int) -> np.ndarray:
     """Mean-square level per onset frame (librosa's RMS, squared), padded or cut to `frames`."""
-    librosa = B.librosa_module()
-    power = librosa.feature.rms(y=y, hop_length=B.HOP)[0].astype(np.float64) ** 2
+    power = spectra.mean_square
     return np.pad(power, (0, max(0, frames - power.size)), mode="edge")[:frames]
 
 
@@ -210,11 +211,11 @@ def _check_bpm(bpm: float | None) -> float | None:
     return float(bpm)
 
 
-def _beats_and_phase(audio: Audio, flux: np.ndarray, low: np.ndarray, energy: np.ndarray, period: B.Periodicity,
-                     bpm: float | None, tracker: str, min_strength: float,
+def _beats_and_phase(audio: Audio, spectra: Spectra, flux: np.ndarray, low: np.ndarray, energy: np.ndarray,
+                     period: B.Periodicity, bpm: float | None, tracker: str, min_strength: float,
                      warnings: list[str]) -> tuple[float, np.ndarray, int, bool]:
     """(tempo, beats, bar phase, tempo changes?) from the chosen tracker, or the steady grid without a beat."""
-    y, sr = audio.samples, audio.sr
+    sr = audio.sr
     if tracker != "librosa":
         if bpm is not None:
             raise DataError(f"bpm= forces the tempo of tracker='librosa' only, not {tracker!r}", field="bpm",
@@ -233,7 +234,7 @@ def _beats_and_phase(audio: Audio, flux: np.ndarray, low: np.ndarray, energy: np
                 lo, hi = np.percentile(curve, [5, 95])
                 warnings.append(f"the tempo changes ({lo:.0f} to {hi:.0f} BPM): the beats follow it and tempo_bpm "
                                 "is the median")
-            phase = downbeat_phase(beats, beat_cues(y, sr, beats, low, energy))
+            phase = downbeat_phase(beats, beat_cues(spectra.chroma, sr, beats, low, energy))
             return bpm if bpm is not None else B.tempo_from_beats(beats), beats, phase, curve is not None
         reason = f"the beat tracker found {beats.size} beats"
     else:
@@ -268,10 +269,11 @@ def analyze(source: str | Path | Audio | tuple[np.ndarray, int], *, bpm: float |
     audio = load_audio(source, sr=sr)
     y, rate, duration = audio.samples, audio.sr, audio.duration_s
     fps = rate / B.HOP
-    flux, low, energy = B.onset_envelopes(y, rate)
+    spectra = compute_spectra(y, rate, B.HOP)
+    flux, low, energy = B.onset_envelopes(spectra.mel_power, rate)
     period = B.periodicity(flux, fps)
     warnings: list[str] = []
-    tempo, beats, phase, changes = _beats_and_phase(audio, flux, low, energy, period, bpm, tracker,
+    tempo, beats, phase, changes = _beats_and_phase(audio, spectra, flux, low, energy, period, bpm, tracker,
                                                     min_beat_strength, warnings)
     beats = np.asarray(beats, np.float64)
     if tracker == "librosa" and not any(w.startswith("no clear beat") for w in warnings):
@@ -282,8 +284,8 @@ def analyze(source: str | Path | Audio | tuple[np.ndarray, int], *, bpm: float |
     index = np.arange(beats.size)
     bar_pos = (index - phase) % B.BEATS_PER_BAR + 1
     downbeats = beats[bar_pos == 1]
-    power = _power(y, flux.size)
-    sections = find_sections(y, rate, B.HOP, downbeats, duration, power)
+    power = _power(spectra, flux.size)
+    sections = find_sections(spectra, downbeats, duration, power)
     parity = _count_parity(sections)
     count_pos = (index - phase - B.BEATS_PER_BAR * parity) % COUNTS + 1
     return MusicAnalysis(

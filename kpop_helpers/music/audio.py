@@ -2,7 +2,8 @@
 
 Decoding goes through soundfile (libsndfile: WAV, FLAC, Ogg Vorbis/Opus, MP3 from libsndfile 1.1, AIFF, ...);
 formats libsndfile does not recognise (M4A/AAC, WMA, video files) go through an ffmpeg binary (imageio-ffmpeg's,
-else one on PATH). Resampling is scipy's polyphase filter, so loading needs neither librosa nor numba.
+else one on PATH). Resampling is libsoxr's (the `soxr` package, "HQ"), so loading needs neither librosa, numba
+nor scipy.signal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import struct
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,8 @@ MIN_SR, MAX_SR = 8000, 192000
 TRUNCATION_TOLERANCE = 0.02
 # WAV data sizes that streaming writers leave in the header when the length is unknown: not a truncation.
 WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)
-INSTALL_HINT = "pip install 'kpop-helpers[audio]' (soundfile, librosa)"
+BLOCK_FRAMES = 1 << 16  # frames decoded (and downmixed) at a time
+INSTALL_HINT = "pip install 'kpop-helpers[audio]' (soundfile, soxr)"
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,31 @@ def wav_declared_frames(path: Path) -> int | None:
         return None
 
 
-def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
-    """(samples [N, C] float32, sr) via libsndfile; None when libsndfile does not recognise the format."""
+def _read_blocks(sf, path: Path, mono: bool) -> np.ndarray:
+    """[N, C] float32 (or [N, 1] downmixed a block at a time when `mono`: a long multichannel file never sits
+    in memory at full width)."""
+    if not mono:
+        return sf.read(str(path), dtype="float32", always_2d=True)[0]
+    # Filled in place up to the declared length (a list of blocks and its concatenation would hold the song
+    # twice); frames past the declaration (an estimate for some formats) are appended.
+    out = np.empty((max(int(sf.info(str(path)).frames), 0), 1), np.float32)
+    filled, extra = 0, []
+    for block in sf.blocks(str(path), blocksize=BLOCK_FRAMES, dtype="float32", always_2d=True):
+        mixed = block.mean(axis=1, keepdims=True, dtype=np.float32)
+        take = min(mixed.shape[0], out.shape[0] - filled)
+        out[filled: filled + take] = mixed[:take]
+        filled += take
+        if take < mixed.shape[0]:
+            extra.append(mixed[take:])
+    return np.concatenate([out[:filled], *extra]) if extra else out[:filled]
+
+
+def _decode_soundfile(path: Path, mono: bool = False) -> tuple[np.ndarray, int, int] | None:
+    """(samples [N, C] float32, sr, channels) via libsndfile; None when libsndfile does not recognise the format."""
     sf = _soundfile()
     try:
         info = sf.info(str(path))
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        data, sr = _read_blocks(sf, path, mono), info.samplerate
     except (sf.LibsndfileError, RuntimeError) as exc:
         message = str(exc)
         if "Format not recognised" in message or "not recognized" in message.lower():
@@ -121,11 +141,11 @@ def _decode_soundfile(path: Path) -> tuple[np.ndarray, int] | None:
     if declared > 0 and data.shape[0] < declared * (1 - TRUNCATION_TOLERANCE):
         raise DataError(f"truncated: the header declares {declared / sr:.2f} s but only {data.shape[0] / sr:.2f} s "
                         "could be decoded", path=path, expected="a complete audio file")
-    return data, int(sr)
+    return data, int(sr), int(info.channels)
 
 
-def _decode_ffmpeg(path: Path, reason: str) -> tuple[np.ndarray, int]:
-    """(samples [N, C], sr) decoded by ffmpeg into a temporary float WAV; DataError when ffmpeg cannot."""
+def _decode_ffmpeg(path: Path, reason: str, mono: bool = False) -> tuple[np.ndarray, int, int]:
+    """(samples [N, C], sr, channels) decoded by ffmpeg into a temporary float WAV; DataError when ffmpeg cannot."""
     exe = ffmpeg_exe()
     if exe is None:
         raise DataError(f"{reason}, and no ffmpeg was found to try other formats", path=path,
@@ -142,20 +162,27 @@ def _decode_ffmpeg(path: Path, reason: str) -> tuple[np.ndarray, int]:
         if errors:  # decoding went on past errors: a damaged or cut-off stream
             raise DataError(f"the audio stream is damaged or truncated (ffmpeg: {errors[-1]})", path=path,
                             expected="a complete audio file")
-        data, sr = _soundfile().read(str(out), dtype="float32", always_2d=True)
+        sf = _soundfile()
+        sr, channels = sf.info(str(out)).samplerate, sf.info(str(out)).channels
+        data = _read_blocks(sf, out, mono)
     if data.shape[0] == 0:
         raise DataError("no audio frames could be decoded", path=path, expected="an audio file")
-    return data, int(sr)
+    return data, int(sr), int(channels)
 
 
 def resample(samples: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
-    """Polyphase resampling along the last axis (scipy's Kaiser-windowed filter), float32 out."""
+    """[N] or [C, N] samples resampled along the last axis (libsoxr "HQ"), float32 out."""
     if sr_from == sr_to:
         return samples.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
-
-    g = gcd(int(sr_from), int(sr_to))
-    return resample_poly(samples, int(sr_to) // g, int(sr_from) // g, axis=-1).astype(np.float32)
+    try:
+        import soxr
+    except ImportError as exc:  # the [audio] extra is optional
+        raise ImportError("resampling audio needs soxr: pip install soxr (or 'kpop-helpers[audio]')") from exc
+    x = np.asarray(samples, dtype=np.float32)
+    # soxr takes [frames, channels]; channels stay independent (the same filter runs on each).
+    frames_first = np.ascontiguousarray(x.T if x.ndim == 2 else x)
+    out = soxr.resample(frames_first, int(sr_from), int(sr_to), quality="HQ")
+    return np.ascontiguousarray(out.T if x.ndim == 2 else out, dtype=np.float32)
 
 
 def _channels_first(samples: np.ndarray, source: str) -> np.ndarray:
@@ -169,15 +196,17 @@ def _channels_first(samples: np.ndarray, source: str) -> np.ndarray:
     return arr.T if arr.shape[0] > arr.shape[1] else arr
 
 
-def _finish(samples: np.ndarray, sr: int, *, target_sr: int | None, mono: bool, source: str) -> Audio:
-    """Check (finite, long enough), downmix and resample decoded [C, N] samples."""
+def _finish(samples: np.ndarray, sr: int, *, target_sr: int | None, mono: bool, source: str,
+            channels: int | None = None) -> Audio:
+    """Check (finite, long enough), downmix and resample decoded [C, N] samples (`channels`: of the source, when
+    the decoder downmixed already)."""
     if not np.issubdtype(samples.dtype, np.number):
         raise DataError(f"samples of dtype {samples.dtype}", path=source, field="samples", expected="numbers")
     if not MIN_SR <= sr <= MAX_SR:
         raise DataError(f"sample rate {sr} Hz", path=source, field="sr", expected=f"{MIN_SR} to {MAX_SR} Hz")
-    channels, frames = samples.shape
-    bad = ~np.isfinite(samples)
-    if bad.any():
+    channels, frames = channels or samples.shape[0], samples.shape[1]
+    if not np.isfinite(samples).all():
+        bad = ~np.isfinite(samples)
         raise DataError(f"{int(bad.sum())} samples are NaN or infinite (first at {np.argmax(bad.any(0)) / sr:.2f} s)",
                         path=source, field="samples", expected="finite samples")
     if frames / sr < MIN_DURATION_S:
@@ -187,7 +216,7 @@ def _finish(samples: np.ndarray, sr: int, *, target_sr: int | None, mono: bool, 
     if np.issubdtype(samples.dtype, np.integer):
         samples = samples / float(np.iinfo(samples.dtype).max)
     samples = samples.astype(np.float32, copy=False)
-    if mono:
+    if mono and samples.shape[0] > 1:  # one channel (a decoder's downmix) is its own mean: no copy
         samples = samples.mean(axis=0, keepdims=True)
     out_sr = int(target_sr) if target_sr else int(sr)
     if not MIN_SR <= out_sr <= MAX_SR:
@@ -221,8 +250,8 @@ def load_audio(source: str | Path | Audio | tuple[np.ndarray, int], *, sr: int |
         raise DataError("not a file", path=path, expected="an audio file")
     if path.stat().st_size == 0:
         raise DataError("empty file (0 bytes)", path=path, expected="an audio file")
-    decoded = _decode_soundfile(path)
+    decoded = _decode_soundfile(path, mono)
     if decoded is None:
-        decoded = _decode_ffmpeg(path, "not an audio format soundfile recognises")
-    data, rate = decoded
-    return _finish(data.T, rate, target_sr=sr, mono=mono, source=str(path))
+        decoded = _decode_ffmpeg(path, "not an audio format soundfile recognises", mono)
+    data, rate, channels = decoded
+    return _finish(data.T, rate, target_sr=sr, mono=mono, source=str(path), channels=channels)

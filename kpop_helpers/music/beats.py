@@ -1,4 +1,5 @@
-"""Beat strength, tempo and beats from onset envelopes (librosa's pieces, our decisions), and the beat F-measure.
+"""Beat strength, tempo and beats from onset envelopes (librosa's methods, ported to numpy in `music.dsp`; our
+decisions), and the beat F-measure.
 
 - envelopes: librosa's spectral flux on a log-mel spectrogram (median over bands, 512-sample hop), its
   low band (< 230 Hz) and an energy flux (rise of the linear amplitude: kicks and snares, barely hi-hats);
@@ -10,9 +11,10 @@
   keep that tempo within 4 %), then octave checks on the tracked beats: doubled when the energy onsets
   halfway between beats match the weaker of alternate beats (half the pulse tracked), halved when every
   other beat is weak in both envelopes (eighth notes taken for beats);
-- beats: librosa's dynamic-programming tracker (Ellis 2007) at that tempo, or along a per-window tempo
-  curve when the tempo moves by more than `TEMPO_CHANGE`, changes at most twice and the curve's beats land
-  on stronger onsets (a ramp or a step, not a section's rhythm); then continued through a quiet intro/outro.
+- beats: librosa's dynamic-programming tracker (Ellis 2007; `dsp.beat_track`) at that tempo, or along a
+  per-window tempo curve when the tempo moves by more than `TEMPO_CHANGE`, changes at most twice and the
+  curve's beats land on stronger onsets (a ramp or a step, not a section's rhythm); then continued through
+  a quiet intro/outro.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.ndimage import median_filter, uniform_filter1d
+
+from kpop_helpers.music.dsp import beat_track, onset_strength, power_to_db
+from kpop_helpers.numeric import median_filter, uniform_filter1d
 
 HOP = 512
 MIN_BPM, MAX_BPM = 60.0, 200.0
@@ -40,30 +44,20 @@ DOUBLE_ABOVE = 0.85  # between-beat / on-beat energy onset
 LOW_MEL_BINS = 8  # of 128 mel bands at 22.05 kHz: up to ~230 Hz
 
 
-def librosa_module():
-    """librosa, or an ImportError that says what to install."""
-    try:
-        import librosa
-    except ImportError as exc:
-        raise ImportError("music analysis needs librosa: pip install 'kpop-helpers[audio]'") from exc
-    return librosa
-
-
-def onset_envelopes(y: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(flux, low-band flux, energy flux) [F] each at sr / HOP frames per second, from one mel spectrogram.
+def onset_envelopes(mel_power: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(flux, low-band flux, energy flux) [F] each at sr / HOP frames per second, from one mel power spectrogram
+    ([128, F], `music.spectra`).
 
     flux: librosa's onset strength (median over bands: any onset, hi-hats included); low: bands below
     ~230 Hz (kick drums, bass notes); energy: the rise of the total amplitude, dominated by the loudest
     sounds (kicks and snares rather than hi-hats) -- the envelope the octave and downbeat decisions read.
     """
-    librosa = librosa_module()
-    power = librosa.feature.melspectrogram(y=y, sr=sr, hop_length=HOP, n_mels=128)
-    mel = librosa.power_to_db(power)
-    flux = librosa.onset.onset_strength(S=mel, sr=sr, hop_length=HOP, aggregate=np.median)
-    low = librosa.onset.onset_strength(S=mel[:LOW_MEL_BINS], sr=sr, hop_length=HOP, aggregate=np.mean)
+    mel = power_to_db(mel_power)
+    flux = onset_strength(mel, aggregate=np.median, hop=HOP)
+    low = onset_strength(mel[:LOW_MEL_BINS], aggregate=np.mean, hop=HOP)
     # Linear amplitude, not dB: a quiet hi-hat after a decayed kick is a big rise in dB but a small one here.
-    level = np.sqrt(power.sum(axis=0, keepdims=True))
-    energy = librosa.onset.onset_strength(S=level, sr=sr, hop_length=HOP, max_size=1)
+    level = np.sqrt(mel_power.sum(axis=0, keepdims=True))
+    energy = onset_strength(level, aggregate=np.mean, hop=HOP)
     return flux.astype(np.float64), low.astype(np.float64), energy.astype(np.float64)
 
 
@@ -137,11 +131,10 @@ def periodicity(env: np.ndarray, fps: float, *, win_s: float = 8.0, hop_s: float
 
 def track(env: np.ndarray, sr: int, bpm: float | np.ndarray) -> np.ndarray:
     """Beat times (s) from librosa's dynamic-programming tracker at `bpm` (a number or one per frame)."""
-    librosa = librosa_module()
     if not np.any(env):
         return np.zeros(0)
-    _, frames = librosa.beat.beat_track(onset_envelope=env, sr=sr, hop_length=HOP, bpm=bpm, units="frames")
-    return librosa.frames_to_time(np.asarray(frames), sr=sr, hop_length=HOP)
+    frames = beat_track(env, sr / HOP, bpm)
+    return (frames * HOP) / float(sr)  # librosa.frames_to_time: whole samples, then seconds
 
 
 def strength_at(env: np.ndarray, times: np.ndarray, fps: float, radius: int = 2) -> np.ndarray:

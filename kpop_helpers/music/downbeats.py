@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from kpop_helpers.music.beats import BEATS_PER_BAR, HOP, librosa_module, strength_at
+from kpop_helpers.music.beats import BEATS_PER_BAR, HOP, strength_at
 
 
 def downbeat_phase(beats: np.ndarray, cues: list[np.ndarray], *, beats_per_bar: int = BEATS_PER_BAR) -> int:
@@ -30,12 +30,11 @@ def downbeat_phase(beats: np.ndarray, cues: list[np.ndarray], *, beats_per_bar: 
     return int(np.argmax(means))
 
 
-def beat_cues(y: np.ndarray, sr: int, beats: np.ndarray, low: np.ndarray, energy: np.ndarray) -> list[np.ndarray]:
-    """Per-beat downbeat cues: energy accent, low-band onset (kick, bass), harmonic change (chroma novelty)."""
-    librosa = librosa_module()
+def beat_cues(chroma: np.ndarray, sr: int, beats: np.ndarray, low: np.ndarray,
+              energy: np.ndarray) -> list[np.ndarray]:
+    """Per-beat downbeat cues: energy accent, low-band onset (kick, bass), harmonic change (chroma [12, F] novelty)."""
     fps = sr / HOP
     cues = [strength_at(energy, beats, fps), strength_at(low, beats, fps)]
-    chroma = librosa.feature.chroma_stft(y=y, sr=sr, hop_length=HOP, tuning=0.0)
     # Segments start 2 frames (46 ms) before each beat: the tracked frame is the flux peak, a little after the
     # attack, and the attack must count as the new beat's sound, not the old one's.
     starts = np.clip(np.round(beats * fps).astype(int) - 2, 0, chroma.shape[1] - 1)

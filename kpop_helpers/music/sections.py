@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kpop_helpers.music.spectra import Spectra
+
 MIN_BARS = 2
 KERNEL_BARS = 8
 MIN_NOVELTY = 0.15
@@ -40,13 +42,12 @@ def label_name(index: int) -> str:
     return letter if index < 26 else f"{letter}{index // 26 + 1}"
 
 
-def bar_features(y: np.ndarray, sr: int, hop: int, bar_starts: np.ndarray, duration_s: float) -> np.ndarray:
+def bar_features(spectra: Spectra, bar_starts: np.ndarray, duration_s: float) -> np.ndarray:
     """[bars, 25]: mean chroma (12) and MFCC 1-13 per bar, z-scored per feature, each block scaled to unit weight."""
-    import librosa
-
-    chroma = librosa.feature.chroma_stft(y=y, sr=sr, hop_length=hop, tuning=0.0)
-    mfcc = librosa.feature.mfcc(y=y, sr=sr, hop_length=hop, n_mfcc=14)[1:]
-    frames = np.clip(np.round(np.append(bar_starts, duration_s) * sr / hop).astype(int), 0, chroma.shape[1])
+    chroma = spectra.chroma
+    mfcc = spectra.mfcc(14)[1:]
+    rate = spectra.sr / spectra.hop
+    frames = np.clip(np.round(np.append(bar_starts, duration_s) * rate).astype(int), 0, chroma.shape[1])
     blocks = []
     # Spread floors in each feature's own units: bars that differ by less than this are the same music, and
     # z-scoring must not blow their differences up to unit size (a steady loop would look like many sections).
@@ -145,15 +146,15 @@ def mean_db(power: np.ndarray, frame_rate: float, start_s: float, end_s: float) 
     return float(10.0 * np.log10(max(float(np.mean(chunk)), 1e-10)))
 
 
-def find_sections(y: np.ndarray, sr: int, hop: int, downbeats: np.ndarray, duration_s: float,
-                  power: np.ndarray, *, min_bars: int = MIN_BARS) -> list[Section]:
+def find_sections(spectra: Spectra, downbeats: np.ndarray, duration_s: float, power: np.ndarray, *,
+                  min_bars: int = MIN_BARS) -> list[Section]:
     """Sections of a song whose bars start at `downbeats` (a pickup before the first joins the first section)."""
     starts = np.asarray(downbeats, np.float64)
     starts = starts[starts < duration_s]
-    frame_rate = sr / hop
+    frame_rate = spectra.sr / spectra.hop
     if starts.size < 2 * min_bars:
         return [Section(0.0, duration_s, "A", mean_db(power, frame_rate, 0.0, duration_s), int(starts.size))]
-    feats = bar_features(y, sr, hop, starts, duration_s)
+    feats = bar_features(spectra, starts, duration_s)
     similarity = cosine_matrix(feats)
     bounds = [0] + pick_boundaries(novelty(similarity), min_bars=min_bars) + [starts.size]
     labels = assign_labels(similarity, bounds)
