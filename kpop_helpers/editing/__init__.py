@@ -14,7 +14,7 @@ __all__ = [
     "BODY_PARTS", "DEFAULT_BLEND", "DEFAULT_MAX_WINDOWS", "DEFAULT_OVERLAP", "DanceConstraint", "DancePlan", "Timeline", "TimelineEntry",
     "body_parts", "continuation", "keyframes", "place_on", "plan_dance",
 ]
-# Beat alignment needs the metrics (scipy): loaded on first use, so the edge runtime's import stays light.
+# Beat alignment needs the metrics: loaded on first use, so the edge runtime's import stays light.
 _BEATS = ("AlignedDance", "TimeWarp", "align_to_beats", "beat_alignment_score", "motion_beat_times", "time_warp")
 __all__ += list(_BEATS)
 

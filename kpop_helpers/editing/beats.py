@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.beat import SCORE_SIGMA_FRAMES, beat_alignment, motion_beats
 from kpop_helpers.metrics.convert import AIST_FPS, to_aist_convention
 from kpop_helpers.motion.features import FEATURE_DIM, FEATURE_SLICES, features_to_joints
+from kpop_helpers.numeric import cubic_spline  # scipy's CubicSpline numbers without scipy's import cost
 
 Method = Literal["snap", "tempo", "none"]
 METHODS: tuple[str, ...] = ("snap", "tempo", "none")
@@ -136,8 +136,8 @@ def _sample(values: np.ndarray, at: np.ndarray) -> np.ndarray:
     Linear interpolation is a low-pass filter (half-way between frames it halves the highest frequencies) and
     would soften a dance's sharp hits (jerk -12 % measured); the not-a-knot spline passes through the frames.
     """
-    last = values.shape[0] - 1  # 2 or 3 rows: scipy's not-a-knot spline is the line or the parabola
-    return CubicSpline(np.arange(last + 1), values, axis=0, bc_type="not-a-knot")(np.clip(at, 0.0, last))
+    last = values.shape[0] - 1  # 2 or 3 rows: the not-a-knot spline is the line or the parabola (as scipy's)
+    return cubic_spline(np.arange(last + 1), values, np.clip(at, 0.0, last), axis=0)
 
 
 def _gram_schmidt(rot6d: np.ndarray) -> np.ndarray:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Literal, Sequence
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
-from scipy.signal import argrelextrema
 
 from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.kinetic import REFERENCE_FPS, Mode, check_joints, check_mode, check_reference_fps
+# numpy equals of scipy.ndimage.gaussian_filter and scipy.signal.argrelextrema(x, np.less)[0]: importing
+# scipy.signal/ndimage would cost the edge runtime about 80 MiB of memory.
+from kpop_helpers.numeric import gaussian_filter, local_minima
 
 SMOOTHING_SIGMA_FRAMES = 5.0
 SCORE_SIGMA_FRAMES = 3.0
@@ -34,7 +35,7 @@ def kinetic_velocity(joints: np.ndarray, *, sigma: float = SMOOTHING_SIGMA_FRAME
 
 def motion_beats(joints: np.ndarray) -> np.ndarray:
     """Motion-beat frame indices: strict local minima (order 1) of `kinetic_velocity` (Bailando `calc_db`)."""
-    return argrelextrema(kinetic_velocity(joints), np.less)[0].astype(np.int64)
+    return local_minima(kinetic_velocity(joints)).astype(np.int64)
 
 
 def music_beat_frames(beats, *, fps: float = REFERENCE_FPS, unit: BeatUnit = "frames") -> np.ndarray:
@@ -102,7 +103,7 @@ def beat_alignment(joints: np.ndarray, music_beats, *, fps: float = REFERENCE_FP
     check_reference_fps(fps, mode, "beat alignment scores")
     scale = 1.0 if mode == "compat" else float(fps) / REFERENCE_FPS
     velocity = kinetic_velocity(joints, sigma=SMOOTHING_SIGMA_FRAMES * scale)
-    dance = argrelextrema(velocity, np.less)[0].astype(np.int64)
+    dance = local_minima(velocity).astype(np.int64)
     music = used_music_beats(music_beat_frames(music_beats, fps=fps, unit=unit), velocity.shape[0])
     score = beat_align(music, dance, mode=mode, sigma=SCORE_SIGMA_FRAMES * scale)
     return BeatAlignment(score=score, music_beats=music, motion_beats=dance, kinetic_velocity=velocity)

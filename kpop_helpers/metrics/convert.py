@@ -7,10 +7,10 @@ z up, 30 fps. Every step is deterministic so numbers are comparable run to run.
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.kinetic import check_joints
+from kpop_helpers.numeric import cubic_spline  # scipy's CubicSpline numbers without scipy's import cost
 
 AIST_FPS = 60.0
 EDGE_FPS = 30.0
@@ -75,7 +75,7 @@ def resample(joints: np.ndarray, src_fps: float, dst_fps: float) -> np.ndarray:
         flat = arr.reshape(arr.shape[0], -1)
         out = np.stack([np.interp(dst_times, src_times, flat[:, c]) for c in range(flat.shape[1])], axis=1)
         return out.reshape((num_out,) + arr.shape[1:])
-    return CubicSpline(src_times, arr, axis=0, bc_type="not-a-knot")(dst_times)
+    return cubic_spline(src_times, arr, dst_times, axis=0)
 
 
 def y_up_to_z_up(joints: np.ndarray) -> np.ndarray:

@@ -10,7 +10,6 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg
 
 from kpop_helpers.errors import DataError
 from kpop_helpers.metrics.kinetic import Mode, check_mode
@@ -83,6 +82,8 @@ def _sqrtm_no_warn(matrix: np.ndarray) -> np.ndarray:
     # scipy >= 1.16 deprecates `disp`; the reference calls sqrtm(..., disp=False), whose value is sqrtm's.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from scipy import linalg  # here, not at import: the edge runtime's beat path must not load scipy
+
         return linalg.sqrtm(matrix)
 
 

@@ -34,6 +34,7 @@ from kpop_helpers.motion.skeleton import (
     T2M_RAW_OFFSETS,
     T2M_TARGET_OFFSETS,
 )
+from kpop_helpers.numeric import gaussian_filter1d
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -75,14 +76,7 @@ class ProcessedMotion:
 
 def _gaussian_smooth(x: np.ndarray, sigma: float = _HEADING_SIGMA, truncate: float = _HEADING_TRUNCATE) -> np.ndarray:
     """Gaussian filter along axis 0 with edge frames repeated, identical to scipy's gaussian_filter1d('nearest')."""
-    radius = int(truncate * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1, dtype=np.float64)
-    kernel = np.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel /= kernel.sum()
-    padded = np.concatenate([np.repeat(x[:1], radius, axis=0), x, np.repeat(x[-1:], radius, axis=0)], axis=0)
-    # A symmetric kernel: correlation and convolution agree. Windowed sum keeps it vectorised over frames.
-    windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * radius + 1, axis=0)
-    return windows @ kernel
+    return gaussian_filter1d(x, sigma, axis=0, mode="nearest", truncate=truncate)
 
 
 def _forward_direction(frames: np.ndarray, hips: tuple[int, int], source: str | None, what: str) -> np.ndarray:
