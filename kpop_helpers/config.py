@@ -13,7 +13,7 @@ Optional extensions (all documented in the README):
   structured pruning);
 - sampling: ``sampler`` ("ddim" | "ddpm"), ``steps`` (int), ``guidance`` (float), ``eta`` (float);
 - export: ``opset`` (int), ``text_encoder`` ("onnx" | "precomputed" | "none"), ``prompts`` (list of str,
-  precomputed embeddings for the edge side).
+  precomputed embeddings for the edge side), ``text_quantization`` ("int8" | "none": the int8 text tower too).
 """
 
 from __future__ import annotations
@@ -76,6 +76,8 @@ class ExportConfig:
     opset: int = 18
     text_encoder: str = "onnx"
     prompts: list[str] = field(default_factory=list)
+    # "int8": also write the int8 text tower (kept when cosine to fp32 >= 0.99 on dance prompts); "none": fp32 only.
+    text_quantization: str = "int8"
 
 
 @dataclass
@@ -139,6 +141,9 @@ class EdgeConfig:
             raise DataError(f"opset {e.opset} unsupported", path=source, field="export.opset", expected="17..23")
         if e.text_encoder not in ("onnx", "precomputed", "none"):
             raise DataError(f"unknown text_encoder mode {e.text_encoder!r}", path=source, field="export.text_encoder", expected="'onnx', 'precomputed' or 'none'")
+        if e.text_quantization not in ("int8", "none"):
+            raise DataError(f"unknown text_quantization {e.text_quantization!r}", path=source,
+                            field="export.text_quantization", expected="'int8' or 'none'")
 
     def to_dict(self) -> dict[str, Any]:
         """The seed-compatible JSON layout."""

@@ -62,10 +62,12 @@ class Int8Result:
 
 
 class _DropMessages(logging.Filter):
-    """Hide ORT's 'consider pre-processing' hint: our graphs come straight from the dynamo exporter."""
+    """Hide ORT's 'consider pre-processing' hint (our graphs come straight from the dynamo exporter) and its
+    per-tensor notes on dynamically quantised activations (that is what dynamic quantisation means)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "pre-processing before quantization" not in record.getMessage()
+        message = record.getMessage()
+        return "pre-processing before quantization" not in message and "not specified" not in message
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ Kept free of torch so that the edge side can read it. Layout (every path relativ
      "model_config": {...MDMConfig fields...}, "params": int,
      "stats": {"mean_file": "Mean.npy", "std_file": "Std.npy", "mean": [...], "std": [...]},
      "text_encoder": {"name", "dim", "mode": "onnx"|"precomputed"|"none", "onnx", "tokenizer",
-                      "max_length", "prompt_embeddings", "parity"},
+                      "max_length", "prompt_embeddings", "parity",
+                      "int8": {"onnx", "data", "min_cosine", ...} (optional: the int8 tower)},
      "inputs": {...}, "sampling": {"sampler", "steps", "guidance", "eta", "schedule", "diffusion_steps"},
      "variants": {"fp32": {"file", "runtime", "precision", "pruning", "size_bytes", "params", "parity"|"error"}, ...},
      "versions": {"torch", "onnx", "onnxruntime", ...}}
@@ -26,6 +27,7 @@ MANIFEST_FORMAT = "kpop_edge_export"
 MANIFEST_VERSION = 1
 MEAN_FILE, STD_FILE = "Mean.npy", "Std.npy"
 TEXT_ONNX_FILE = "text_encoder.onnx"
+TEXT_INT8_ONNX_FILE = "text_encoder_int8.onnx"  # optional: per-channel int8 MatMuls, cosine-checked
 TOKENIZER_FILE = "tokenizer.json"
 PROMPT_EMBEDDINGS_FILE = "prompt_embeddings.npz"
 # ONNX graph interface of the denoiser (sequence-first inside; MDM layout outside).

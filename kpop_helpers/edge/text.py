@@ -48,6 +48,7 @@ class OnnxTextEncoder:
         pad_id = self.tokenizer.token_to_id("[PAD]")
         self.tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token="[PAD]")
         self.tokenizer.enable_truncation(self.max_length)
+        self.path = Path(onnx_path)
         self.session = make_session(onnx_path, threads)
 
     def encode(self, prompts: list[str]) -> np.ndarray:
@@ -86,7 +87,7 @@ class ChainedEncoder:
 
     def __init__(self, precomputed: PrecomputedEmbeddings, fallback: OnnxTextEncoder):
         self.precomputed, self.fallback = precomputed, fallback
-        self.name, self.dim = fallback.name, fallback.dim
+        self.name, self.dim, self.path = fallback.name, fallback.dim, fallback.path
 
     def encode(self, prompts: list[str]) -> np.ndarray:
         """Embeddings [B, dim], one ONNX call for all prompts that were not precomputed."""
@@ -95,11 +96,32 @@ class ChainedEncoder:
         return np.stack([self.precomputed.table.get(p, computed.get(p)) for p in prompts]).astype(np.float32)
 
 
-def text_encoder_from_manifest(export_dir: Path, manifest: dict[str, Any], threads: int | None = None):
-    """The text encoder the manifest describes (ONNX, precomputed, or both); DataError if it has none."""
+TEXT_PRECISIONS = ("auto", "int8", "fp32")
+
+
+def text_tower_file(export_dir: Path, info: dict[str, Any], precision: str = "auto") -> str | None:
+    """The ONNX text tower to load: the int8 one when the export has it ("auto", "int8"), else fp32; None if none."""
+    if precision not in TEXT_PRECISIONS:
+        raise DataError(f"text_precision={precision!r}", field="text_precision", expected=f"one of {TEXT_PRECISIONS}")
+    int8 = info.get("int8") if isinstance(info.get("int8"), dict) else {}
+    if precision != "fp32" and int8.get("onnx"):
+        return str(int8["onnx"])
+    if precision == "int8":
+        raise DataError("the export has no int8 text tower", path=export_dir / MANIFEST_NAME, field="text_encoder.int8",
+                        expected="run `python -m kpop_helpers.compress.text_quant EXPORT_DIR`, or text_precision "
+                                 "'fp32'")
+    return info.get("onnx")
+
+
+def text_encoder_from_manifest(export_dir: Path, manifest: dict[str, Any], threads: int | None = None,
+                               precision: str = "auto"):
+    """The text encoder the manifest describes (ONNX, precomputed, or both); DataError if it has none.
+
+    precision: "auto" (the int8 tower when the export has one), "int8" or "fp32".
+    """
     info = manifest["text_encoder"]
     name, dim = str(info.get("name")), int(info.get("dim", 0))
-    onnx_file, tokenizer_file = info.get("onnx"), info.get("tokenizer")
+    onnx_file, tokenizer_file = text_tower_file(export_dir, info, precision), info.get("tokenizer")
     npz_file = info.get("prompt_embeddings")
     tower = None
     if onnx_file and tokenizer_file:

@@ -198,6 +198,8 @@ def _text_section(ctx: _Context, encoder: Any) -> dict[str, Any]:
             info.update(onnx=result.onnx, data=result.data, tokenizer=result.tokenizer, max_length=result.max_length,
                         size_bytes=result.size_bytes, parity={"max_abs": result.max_abs, "atol": result.atol,
                                                               "tokens_identical": result.tokens_identical})
+            if e.text_quantization == "int8":
+                info["int8"] = _int8_text(ctx, info)
         except DataError as exc:
             warnings.warn(f"{exc}; precomputing the prompt embeddings instead", RuntimeWarning)
             info["mode"] = "precomputed"
@@ -205,6 +207,18 @@ def _text_section(ctx: _Context, encoder: Any) -> dict[str, Any]:
         path = save_prompt_embeddings(encoder, e.prompts or DEFAULT_PROMPTS, ctx.out_dir)
         info["prompt_embeddings"] = path.name
     return info
+
+
+def _int8_text(ctx: _Context, info: dict[str, Any]) -> dict[str, Any]:
+    """The int8 text tower beside the fp32 one, or why there is none (the export goes on with fp32 text)."""
+    from kpop_helpers.compress.text_quant import TextQuantError, quantize_text_onnx
+
+    try:
+        return quantize_text_onnx(ctx.out_dir, tokenizer=info["tokenizer"], max_length=info["max_length"],
+                                  name=str(info["name"]), dim=int(info["dim"]), threads=ctx.exporter.threads).to_dict()
+    except TextQuantError as exc:
+        warnings.warn(str(exc), RuntimeWarning)
+        return {"error": str(exc)}
 
 
 def _text_encoder_and_embeddings(exporter: ModelExporter, model: torch.nn.Module) -> tuple[Any, np.ndarray, str]:
