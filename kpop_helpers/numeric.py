@@ -119,6 +119,9 @@ def _not_a_knot_slopes(x: np.ndarray, y: np.ndarray, dx: np.ndarray, slope: np.n
     return b
 
 
+SPLINE_COLUMNS = 32  # columns solved together in cubic_spline
+
+
 def cubic_spline(x: np.ndarray, y: np.ndarray, at: np.ndarray, *, axis: int = 0) -> np.ndarray:
     """scipy.interpolate.CubicSpline(x, y, axis=axis, bc_type="not-a-knot")(at), extrapolating past the ends.
 
@@ -140,20 +143,26 @@ def cubic_spline(x: np.ndarray, y: np.ndarray, at: np.ndarray, *, axis: int = 0)
     values = np.moveaxis(y, axis, 0)
     trailing = values.shape[1:]
     values = values.reshape(x.shape[0], -1)
-    slope = np.diff(values, axis=0) / dx[:, None]
-    s = _not_a_knot_slopes(x, values, dx, slope)
-    # Piecewise-cubic coefficients of each interval, scipy's PPoly form c0 t^3 + c1 t^2 + c2 t + c3.
-    t = (s[:-1] + s[1:] - 2 * slope) / dx[:, None]
-    c0 = t / dx[:, None]
-    c1 = (slope - s[:-1]) / dx[:, None] - t
-    c2, c3 = s[:-1], values[:-1]
     at = np.asarray(at, dtype=np.float64)
     points = at.ravel()
     # Interval i holds [x[i], x[i+1]); the last knot and anything outside use the end intervals (extrapolate).
     interval = np.clip(np.searchsorted(x, points, side="right") - 1, 0, x.shape[0] - 2)
     dt = (points - x[interval])[:, None]
-    # PPoly sums powers c3 + c2 dt + c1 dt^2 + c0 dt^3 in this order (not Horner): same rounding as scipy.
-    out = c3[interval] + c2[interval] * dt + c1[interval] * (dt * dt) + c0[interval] * (dt * dt * dt)
+    out = np.empty((points.size, values.shape[1]), dtype=values.dtype)
+    # Columns are independent: a block at a time keeps the dozen [knots, columns] temporaries small (a whole
+    # song's features [2700, 263] would otherwise hold ~70 MB at once).
+    for a in range(0, values.shape[1], SPLINE_COLUMNS):
+        block = values[:, a:a + SPLINE_COLUMNS]
+        slope = np.diff(block, axis=0) / dx[:, None]
+        s = _not_a_knot_slopes(x, block, dx, slope)
+        # Piecewise-cubic coefficients of each interval, scipy's PPoly form c0 t^3 + c1 t^2 + c2 t + c3.
+        t = (s[:-1] + s[1:] - 2 * slope) / dx[:, None]
+        c0 = t / dx[:, None]
+        c1 = (slope - s[:-1]) / dx[:, None] - t
+        c2, c3 = s[:-1], block[:-1]
+        # PPoly sums powers c3 + c2 dt + c1 dt^2 + c0 dt^3 in this order (not Horner): same rounding as scipy.
+        out[:, a:a + SPLINE_COLUMNS] = (c3[interval] + c2[interval] * dt + c1[interval] * (dt * dt)
+                                       + c0[interval] * (dt * dt * dt))
     out = out.reshape(at.shape + trailing)
     # The evaluation points take the place of `axis` in the output, as in scipy.
     order = list(range(out.ndim))

@@ -308,3 +308,39 @@ def test_shared_songs_give_a_plausible_analysis(song):
     assert abs(result.beat_times.size - expected_beats) < 0.15 * expected_beats
     assert result.downbeat_times.size >= result.beat_times.size // 4 - 1
     assert result.sections[0].start_s == 0 and result.sections[-1].end_s == pytest.approx(result.duration_s)
+
+
+def test_the_analysis_in_its_own_process_equals_the_one_in_this_process(aba, tmp_path):
+    from kpop_helpers.music.isolated import analyze_in_process
+
+    track, _ = aba
+    path = track.write(tmp_path / "aba.wav")
+    here = analyze(path, bpm=128)
+    there, info = analyze_in_process(path, bpm=128)
+    np.testing.assert_allclose(there.beat_times, here.beat_times, atol=1e-4)  # analysis.json keeps 0.1 ms
+    assert [s.label for s in there.sections] == [s.label for s in here.sections] and there.tempo_forced
+    assert 0 < info["peak_rss_mib"] < 200 and info["seconds"] > 0  # the song side of the 200 MiB bound
+    short, _ = analyze_in_process(path, excerpt_s=8.0)
+    assert short.duration_s == pytest.approx(8.0, abs=0.01)
+    bad = tmp_path / "notes.mp3"
+    bad.write_text("these are not sounds")
+    with pytest.raises(DataError, match="notes.mp3"):
+        analyze_in_process(bad)
+    with pytest.raises(DataError, match="missing.wav"):
+        analyze_in_process(tmp_path / "missing.wav")
+
+
+def test_music_cli_writes_the_analysis_and_its_figure(aba, tmp_path):
+    import sys
+
+    track, _ = aba
+    path = track.write(tmp_path / "aba.wav")
+    done = subprocess.run([sys.executable, "-m", "kpop_helpers.music", str(path), "--out", str(tmp_path / "a.json"),
+                           "--figure", str(tmp_path / "a.png")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    line = json.loads(done.stdout.strip().splitlines()[-1])
+    assert MusicAnalysis.load(line["analysis"]).tempo_bpm == pytest.approx(128, rel=0.02)
+    assert (tmp_path / "a.png").stat().st_size > 10_000 and "sections ABA" in line["summary"]
+    bad = subprocess.run([sys.executable, "-m", "kpop_helpers.music", str(path), "--bpm", "5"], capture_output=True,
+                         text=True, timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "bpm" in bad.stderr

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from kpop_helpers.choreograph.core import ALIGN_METHODS, choreograph
     from kpop_helpers.choreograph.outputs import write_song_outputs
     from kpop_helpers.editing.song import DEFAULT_STYLE
+    from kpop_helpers.utils import peak_rss_mib
 
     p = argparse.ArgumentParser(prog="python -m kpop_helpers.choreograph", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,8 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--mp4", action="store_true", help="also render preview.mp4 with the song's audio (slow)")
     p.add_argument("--no-gif", action="store_true")
+    p.add_argument("--no-figure", action="store_true", help="no analysis.png (a backend that needs only the data)")
     p.add_argument("--gif-frames", type=int, default=None, help="frames in preview.gif (default: the writer's cap)")
     p.add_argument("--excerpt", type=float, default=None, help="only the song's first seconds")
+    p.add_argument("--analysis-in-process", action="store_true",
+                   help="analyse the song in this process (default: a short-lived process of its own, so the "
+                        "generating process never holds the decoding's memory)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
@@ -65,9 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         sampling = {"steps": args.steps} if args.steps else {}
         dance = choreograph(args.song, edge, prompts=_prompts(args), style=args.style, bpm=args.bpm,
                             seed=args.seed, align=args.align, max_speed_change=args.max_speed_change,
-                            excerpt_s=args.excerpt, **sampling)
-        paths = write_song_outputs(dance, args.out, gif=not args.no_gif, mp4=args.mp4, gif_frames=args.gif_frames,
-                                   progress=not args.quiet)
+                            excerpt_s=args.excerpt, isolate_analysis=not args.analysis_in_process, **sampling)
+        paths = write_song_outputs(dance, args.out, gif=not args.no_gif, mp4=args.mp4, figure=not args.no_figure,
+                                   gif_frames=args.gif_frames, progress=not args.quiet)
     except (DataError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -76,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                       "sections": "".join(s.label for s in dance.analysis.sections),
                       "bas_before": round(dance.bas_before, 3), "bas_after": round(dance.bas_after, 3),
                       "timings_s": {k: round(v, 2) for k, v in dance.timings.items()},
+                      "peak_rss_mib": peak_rss_mib(), "analysis_process": dance.analysis_process,
                       "outputs": {k: str(v) for k, v in paths.items()}}))
     return 0
 

@@ -46,6 +46,7 @@ class SongDance:
     timings: dict[str, float] = field(default_factory=dict)
     generated: np.ndarray | None = None  # features [T,263] as generated, before the beat alignment
     warp: Any = None  # the time map of the alignment (editing.beats.TimeWarp)
+    analysis_process: dict[str, Any] | None = None  # {"peak_rss_mib", "seconds"} when analysed in its own process
 
     @property
     def seconds(self) -> float:
@@ -56,7 +57,7 @@ class SongDance:
 def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, style: str = DEFAULT_STYLE,
                 bpm: float | None = None, seed: int | None = 0, align: str = "snap",
                 max_speed_change: float = 0.15, analysis: Any = None, excerpt_s: float | None = None,
-                **sampling: Any) -> SongDance:
+                isolate_analysis: bool = False, **sampling: Any) -> SongDance:
     """The whole-song dance: sections get prompts, the dance is made at the song's length and put on its beats.
 
     song: an audio path (or `music.Audio`); analysis: a precomputed `MusicAnalysis` (else analysed here, with
@@ -64,6 +65,8 @@ def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, st
     with an intensity word per section from its loudness). align: "snap" (motion beats snapped to music beats
     within +-max_speed_change local speed), "tempo" (one retiming) or "none". `sampling`: sampler, steps,
     guidance, ... passed to the generator. excerpt_s: only the song's first seconds (previews, tests).
+    isolate_analysis: analyse a song file in a short-lived process of its own (`music.isolated`), so this
+    process never holds the decoding's memory (a backend with a memory bound; costs a process start).
     """
     from kpop_helpers.editing.beats import align_to_beats, beat_alignment_score
     from kpop_helpers.music import analyze, load_audio
@@ -72,9 +75,13 @@ def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, st
         raise DataError(f"align={align!r}", field="align", expected=f"one of {ALIGN_METHODS}")
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    if analysis is None:
-        audio = load_audio(song).head(excerpt_s)
-        analysis = analyze(audio, bpm=bpm)
+    isolated = None
+    if analysis is None and isolate_analysis and isinstance(song, (str, Path)):
+        from kpop_helpers.music.isolated import analyze_in_process
+
+        analysis, isolated = analyze_in_process(song, bpm=bpm, excerpt_s=excerpt_s)
+    elif analysis is None:
+        analysis = analyze(load_audio(song).head(excerpt_s), bpm=bpm)
     timings["analysis_s"] = time.perf_counter() - start
     if analysis.duration_s > MAX_SONG_SECONDS:
         raise DataError(f"{analysis.duration_s:.0f} s of audio", path=str(song), field="song",
@@ -95,7 +102,7 @@ def choreograph(song: Any, generator: DanceGenerator, *, prompts: Any = None, st
     return SongDance(joints=joints, features=aligned.features, analysis=analysis, timeline=timeline,
                      plan=result.plan, song=str(getattr(song, "source", song)), align=align,
                      bas_before=float(before), bas_after=float(after), alignment=dict(aligned.info),
-                     timings=timings, generated=features, warp=aligned.warp)
+                     timings=timings, generated=features, warp=aligned.warp, analysis_process=isolated)
 
 
 def attribution_of(song: str | Path) -> str | None:

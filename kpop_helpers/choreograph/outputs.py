@@ -15,10 +15,12 @@ from kpop_helpers.utils import atomic_write_text, json_ready, staged_path
 
 
 def write_song_outputs(dance: SongDance, out_dir: str | Path, *, gif: bool = True, mp4: bool = False,
-                       gif_frames: int | None = None, progress: bool = True) -> dict[str, Path]:
-    """Write the dance and everything about it into out_dir; returns {kind: path}."""
-    from kpop_helpers.music import plot_analysis
+                       figure: bool = True, gif_frames: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Write the dance and everything about it into out_dir; returns {kind: path}.
 
+    figure/gif/mp4: the drawn outputs (analysis.png, preview.gif, preview.mp4) load matplotlib (about 40 MiB):
+    a backend that only needs the dance and its data leaves them off.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = Path(dance.song).stem or "song"
@@ -29,8 +31,11 @@ def write_song_outputs(dance: SongDance, out_dir: str | Path, *, gif: bool = Tru
     paths["timeline"] = out / "timeline.json"
     atomic_write_text(paths["timeline"], json.dumps(entries, indent=1) + "\n")
     paths["analysis"] = dance.analysis.save(out / "analysis.json")
-    plot_analysis(dance.analysis, path=out / "analysis.png")
-    paths["analysis_png"] = out / "analysis.png"
+    if figure:
+        from kpop_helpers.music import plot_analysis
+
+        plot_analysis(dance.analysis, path=out / "analysis.png")
+        paths["analysis_png"] = out / "analysis.png"
     summary = {"song": dance.song, "seconds": round(dance.seconds, 2), "tempo_bpm": dance.analysis.tempo_bpm,
                "sections": [s.label for s in dance.analysis.sections], "align": dance.align,
                "bas_before": dance.bas_before, "bas_after": dance.bas_after, "alignment": dance.alignment,
