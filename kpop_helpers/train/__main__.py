@@ -14,11 +14,13 @@ from typing import Any
 from kpop_helpers.train.config import TrainConfig
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m kpop_helpers.train", description=__doc__,
+def config_parser(config_cls: type = TrainConfig, prog: str = "python -m kpop_helpers.train",
+                  description: str | None = __doc__) -> argparse.ArgumentParser:
+    """A flag per field of the config dataclass (--steps, --batch-size, ...), plus --config and --quiet."""
+    p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="JSON file with TrainConfig fields; command-line flags override it")
-    for f in fields(TrainConfig):
+    p.add_argument("--config", help=f"JSON file with {config_cls.__name__} fields; command-line flags override it")
+    for f in fields(config_cls):
         flag = "--" + f.name.replace("_", "-")
         if f.name == "sample_prompts":
             p.add_argument(flag, nargs="*", default=None)
@@ -34,12 +36,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
-    """Parse the command line into a TrainConfig."""
-    args = _parser().parse_args(argv)
-    overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+def config_from_args(argv: list[str] | None = None, config_cls: type = TrainConfig,
+                     parser: argparse.ArgumentParser | None = None) -> tuple[Any, argparse.Namespace]:
+    """Parse the command line into a TrainConfig (or `config_cls`, a TrainConfig subclass)."""
+    args = (parser or config_parser(config_cls)).parse_args(argv)
+    overrides: dict[str, Any] = {f.name: getattr(args, f.name) for f in fields(config_cls)
                                  if getattr(args, f.name) is not None}
-    cfg = TrainConfig.load(args.config, **overrides) if args.config else TrainConfig.from_dict(overrides)
+    cfg = config_cls.load(args.config, **overrides) if args.config else config_cls.from_dict(overrides)
     return cfg, args
 
 

@@ -29,10 +29,9 @@ class ResumeTrial:
     seconds: float
 
 
-def train_command(config: Path, out: Path) -> list[str]:
-    """The CLI call that trains `config` into `out`, resuming whatever is there."""
-    return [sys.executable, "-m", "kpop_helpers.train", "--config", str(config), "--out", str(out),
-            "--resume", "auto", "--quiet"]
+def train_command(config: Path, out: Path, module: str = "kpop_helpers.train") -> list[str]:
+    """The CLI call that trains `config` into `out`, resuming whatever is there (`module`: or the distiller)."""
+    return [sys.executable, "-m", module, "--config", str(config), "--out", str(out), "--resume", "auto", "--quiet"]
 
 
 def single_thread_env() -> dict[str, str]:
@@ -52,22 +51,23 @@ def final_state(out: Path, steps: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def run_uninterrupted(config: Path, out: Path, steps: int) -> tuple[dict[str, torch.Tensor], float]:
+def run_uninterrupted(config: Path, out: Path, steps: int,
+                      module: str = "kpop_helpers.train") -> tuple[dict[str, torch.Tensor], float]:
     """Train once without interruption; returns (final state, wall seconds)."""
     start = time.perf_counter()
-    subprocess.run(train_command(config, out), check=True, env=single_thread_env(), timeout=3600,
+    subprocess.run(train_command(config, out, module), check=True, env=single_thread_env(), timeout=3600,
                    capture_output=True)
     return final_state(out, steps), time.perf_counter() - start
 
 
 def kill_and_resume(config: Path, out: Path, steps: int, expected: dict[str, torch.Tensor], *, wall: float,
-                    kills: int = 2, seed: int = 0) -> ResumeTrial:
+                    kills: int = 2, seed: int = 0, module: str = "kpop_helpers.train") -> ResumeTrial:
     """Launch, SIGKILL after a random delay (0.3-0.9 x wall) `kills` times, then let the run finish."""
     rng = random.Random(seed)
     start, done_kills, launches = time.perf_counter(), 0, 0
     while True:
         launches += 1
-        proc = subprocess.Popen(train_command(config, out), env=single_thread_env(), stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen(train_command(config, out, module), env=single_thread_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE)
         if done_kills < kills:
             try:

@@ -69,7 +69,7 @@ class Trainer:
         if self.accelerator is not None:
             self.device = self.accelerator.device
         # Checkpoints first: a run mismatch fails in seconds, before data, model and base weights are loaded.
-        self.fingerprint = run_fingerprint(cfg)
+        self.fingerprint = self.make_fingerprint(cfg)
         self.archived_runs: list[Path] = []  # where resume="fresh" moved an earlier run
         if self.resume_mode == "fresh" and self.is_main:  # before the manager's Drive mirror starts
             self.archived_runs = start_fresh(cfg.out, cfg.drive_dir)
@@ -127,6 +127,10 @@ class Trainer:
         self.tracker = tracker if tracker is not None else self._make_tracker()
 
     # ------------------------------------------------------------------ state
+    def make_fingerprint(self, cfg: TrainConfig) -> dict:
+        """What must not change for a checkpoint of this run to be resumed (a distiller adds its teacher)."""
+        return run_fingerprint(cfg)
+
     @property
     def is_main(self) -> bool:
         return self.accelerator is None or self.accelerator.is_main_process
@@ -244,12 +248,16 @@ class Trainer:
             x0 = batch["x"]
             t = torch.randint(0, self.diffusion.num_steps, (x0.shape[0],), generator=gen)
             noise = torch.randn(x0.shape, generator=gen)
-            per_row = self.diffusion.training_loss(
-                lambda xt, mt, e=batch["text_emb"].to(self.device), m=batch["mask"].to(self.device): model(
-                    xt, mt, e, torch.zeros(xt.shape[0], dtype=torch.bool, device=xt.device), frame_mask=m),
-                x0.to(self.device), t.to(self.device), batch["mask"].to(self.device), noise.to(self.device))
+            per_row = self.validation_loss(model, x0.to(self.device), t.to(self.device), batch["mask"].to(self.device),
+                                           batch["text_emb"].to(self.device), noise.to(self.device))
             losses.append(per_row.float().cpu())
         return float(torch.cat(losses).mean())
+
+    def validation_loss(self, model, x0, t, mask, text, noise) -> torch.Tensor:
+        """Per-row masked x0 loss of the conditioned model (a distiller compares with its teacher instead)."""
+        return self.diffusion.training_loss(
+            lambda xt, mt: model(xt, mt, text, torch.zeros(xt.shape[0], dtype=torch.bool, device=xt.device),
+                                 frame_mask=mask), x0, t, mask, noise)
 
     # ------------------------------------------------------------------ loop
     def train(self) -> TrainResult:

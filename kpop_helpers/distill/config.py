@@ -1,0 +1,41 @@
+"""DistillConfig: TrainConfig's fields (data, out, steps, lr, EMA, resume, Drive, W&B) plus the teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kpop_helpers.errors import DataError
+from kpop_helpers.train.config import TrainConfig
+
+STAGES = ("guidance", "steps")
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """A distillation run. The student starts from the teacher's weights (`init` defaults to `teacher`)."""
+
+    teacher: str = ""  # the teacher's weights: model_ema.safetensors or one of our checkpoints
+    stage: str = "guidance"  # "guidance" | "steps" (see kpop_helpers.distill)
+    guidance: float = 2.5  # the teacher's classifier-free guidance (1.0: a guidance-distilled teacher)
+    student_steps: int = 4  # stage "steps": the student's DDIM steps (>= 2); its teacher takes two per student step
+    cond_mask_prob: float = 0.0  # the student is always conditioned: no condition dropout
+    out: str = "checkpoints/student"
+    lr: float = 5e-5
+    ema_decay: float = 0.99
+    sample_prompts: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.teacher:
+            raise DataError("no teacher", field="teacher", expected="the teacher's weights (--teacher PATH)")
+        if not Path(self.teacher).is_file():
+            raise DataError("file not found", path=self.teacher, field="teacher",
+                            expected="model_ema.safetensors or a checkpoint .pt of our training")
+        if self.init == "scratch":
+            self.init = self.teacher
+        if self.stage not in STAGES:
+            raise DataError(f"stage {self.stage!r}", field="stage", expected=f"one of {STAGES}")
+        if isinstance(self.student_steps, bool) or not isinstance(self.student_steps, int) or self.student_steps < 2:
+            raise DataError(f"student_steps {self.student_steps!r}", field="student_steps", expected="an integer >= 2")
+        if not self.guidance >= 0:
+            raise DataError(f"guidance {self.guidance!r}", field="guidance", expected="a number >= 0")
