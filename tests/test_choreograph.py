@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("librosa", reason="song analysis needs the [audio] extra (librosa)")
+pytest.importorskip("soundfile", reason="song analysis needs the [audio] extra (soundfile, soxr)")
 
 from kpop_helpers.choreograph import choreograph, write_song_outputs  # noqa: E402
 from kpop_helpers.edge import EdgeGenerator  # noqa: E402

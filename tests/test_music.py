@@ -1,7 +1,7 @@
 """kpop_helpers.music: loading (formats, rates, channels, bad files), beats and tempo on synthetic tracks with
 known beats, downbeats, sections, the no-beat fallback, analysis.json, the figure and the shared songs.
 
-Needs the [audio] extra (librosa, soundfile); the shared songs need ../shared (skipped with a reason).
+Needs the [audio] extra (soundfile, soxr); the shared songs need ../shared (skipped with a reason).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 sf = pytest.importorskip("soundfile", reason="kpop_helpers.music needs soundfile: pip install 'kpop-helpers[audio]'")
-pytest.importorskip("librosa", reason="kpop_helpers.music needs librosa: pip install 'kpop-helpers[audio]'")
+pytest.importorskip("soundfile", reason="kpop_helpers.music needs soundfile: pip install 'kpop-helpers[audio]'")
 
 from conftest import SHARED  # noqa: E402
 

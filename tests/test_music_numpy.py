@@ -17,7 +17,7 @@ import pytest
 
 sf = pytest.importorskip("soundfile", reason="kpop_helpers.music needs soundfile: pip install 'kpop-helpers[audio]'")
 pytest.importorskip("soxr", reason="kpop_helpers.music resamples with soxr: pip install 'kpop-helpers[audio]'")
-librosa = pytest.importorskip("librosa", reason="the reference implementation: pip install 'kpop-helpers[audio]'")
+librosa = pytest.importorskip("librosa", reason="the reference implementation: pip install librosa (in the [dev] extra)")
 
 from kpop_helpers.music import beats as B  # noqa: E402
 from kpop_helpers.music import dsp, synth  # noqa: E402

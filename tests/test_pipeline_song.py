@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-pytest.importorskip("librosa", reason="song analysis needs the [audio] extra (librosa)")
+pytest.importorskip("soundfile", reason="song analysis needs the [audio] extra (soundfile, soxr)")
 
 from kpop_helpers.errors import DataError  # noqa: E402
 from kpop_helpers.music import synth  # noqa: E402

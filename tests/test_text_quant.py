@@ -94,3 +94,16 @@ def test_the_int8_tower_lowers_the_edge_runtimes_peak_memory(tiny_export):
         peaks[precision] = float(done.stdout.strip().splitlines()[-1])
     assert peaks["int8"] <= peaks["fp32"] - 10, peaks  # MiB: 21 MB of int8 weights instead of 87 MB of fp32
     assert peaks["int8"] <= 160, peaks  # the edge runtime's bound (issue 17), with room for the official denoiser
+
+
+def test_text_side_benchmark_runs_on_the_tiny_export(tiny_export, tmp_path):
+    _, out = tiny_export
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_text_side.py"), "--export-dir",
+                           str(out), "--variant", "fp32", "--threads", "1", "--repeats", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "text_side.json").read_text())
+    rows = {r["text"]: r for r in result["rows"]}
+    assert rows["int8"]["peak_rss_mib"] < rows["fp32"]["peak_rss_mib"] and not rows["int8"]["torch_imported"]
+    assert rows["int8"]["text_file"] == TEXT_INT8_ONNX_FILE and result["cosine"]["min"] >= 0.98
+    assert "peak RSS (MiB)" in (tmp_path / "text_side.md").read_text()
