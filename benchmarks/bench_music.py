@@ -160,7 +160,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     """music_beats.md: the summary, the synthetic rows, the special cases and the songs with attribution."""
     s = report["summary"]
     lines = [
-        "# Beat tracking: kpop_helpers.music (librosa tracker)", "",
+        "# Beat tracking: kpop_helpers.music (librosa's tracker, ported to numpy)", "",
         f"Machine: {report['machine']}; librosa {report['librosa']}. Beat F-measure: mir_eval's definition "
         "(one-to-one matches within +-70 ms). Tempo error against the true tempo (tempo changes: against the "
         "median over 16-beat spans of the true beats, the estimator tempo_bpm uses). Baseline: `librosa.beat.beat_track` with its defaults on the same audio.", "",
@@ -170,7 +170,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         f"- beat F-measure: mean {s['beat_f_mean']}, min {s['beat_f_min']}, >= 0.9 on "
         f"{s['beat_f_at_least_0.9']}/{s['tracks']} (librosa defaults: mean {s['librosa_beat_f_mean']})",
         f"- downbeat F-measure: mean {s['downbeat_f_mean']}",
-        f"- first analysis in a process (librosa's numba compilation): {report['warmup_s']} s", "",
+        f"- first analysis in a process (imports, first calls): {report['warmup_s']} s", "",
         "## Synthetic tracks", "",
     ]
     cols = [("track", "track"), ("true_bpm", "true BPM"), ("bpm", "BPM"), ("tempo_error_pct", "tempo error %"),
