@@ -212,3 +212,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     # A bare "|" inside a cell (e.g. a bench row key "fp32|t2|b2") would split it into two columns.
     lines += ["| " + " | ".join(show(row, key).replace("|", "\\|") for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def ffmpeg_path() -> str | None:
+    """An ffmpeg binary: imageio-ffmpeg's bundled one (the [viz] extra), else ffmpeg on PATH, else None."""
+    import shutil
+
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):  # not installed, or installed without its binary
+        return shutil.which("ffmpeg")

@@ -20,7 +20,7 @@ from conftest import SHARED  # noqa: E402
 
 from kpop_helpers.errors import DataError  # noqa: E402
 from kpop_helpers.music import MusicAnalysis, analyze, f_measure, load_audio, plot_analysis, synth  # noqa: E402
-from kpop_helpers.music.audio import ffmpeg_exe  # noqa: E402
+from kpop_helpers.utils import ffmpeg_path  # noqa: E402
 
 MUSIC = SHARED / "data" / "music"
 SONGS = ("vibe_ace_kevin_macleod.ogg", "lets_go_fishin_karissa_hobbs.ogg", "hungarian_dance_5_brahms.ogg")
@@ -146,7 +146,7 @@ def test_keep_channels_native_rate_and_memory_layouts(tmp_path):
 
 
 def test_ffmpeg_reads_what_soundfile_cannot(tmp_path):
-    exe = ffmpeg_exe()
+    exe = ffmpeg_path()
     if exe is None:
         pytest.skip("no ffmpeg (imageio-ffmpeg or PATH) to make and read an M4A")
     wav = tmp_path / "t.wav"

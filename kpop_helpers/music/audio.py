@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import shutil
 import struct
 import subprocess
 import tempfile
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kpop_helpers.errors import DataError
+from kpop_helpers.utils import ffmpeg_path
 
 DEFAULT_SR = 22050
 MIN_DURATION_S = 2.0
@@ -62,16 +62,6 @@ def _soundfile():
     except ImportError as exc:  # the [audio] extra is optional
         raise ImportError(f"reading audio files needs soundfile: {INSTALL_HINT}") from exc
     return soundfile
-
-
-def ffmpeg_exe() -> str | None:
-    """An ffmpeg binary: imageio-ffmpeg's bundled one (the [viz] extra), else ffmpeg on PATH, else None."""
-    try:
-        import imageio_ffmpeg
-
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        return shutil.which("ffmpeg")
 
 
 def wav_declared_frames(path: Path) -> int | None:
@@ -146,7 +136,7 @@ def _decode_soundfile(path: Path, mono: bool = False) -> tuple[np.ndarray, int, 
 
 def _decode_ffmpeg(path: Path, reason: str, mono: bool = False) -> tuple[np.ndarray, int, int]:
     """(samples [N, C], sr, channels) decoded by ffmpeg into a temporary float WAV; DataError when ffmpeg cannot."""
-    exe = ffmpeg_exe()
+    exe = ffmpeg_path()
     if exe is None:
         raise DataError(f"{reason}, and no ffmpeg was found to try other formats", path=path,
                         expected="WAV, FLAC, Ogg or MP3 (or install imageio-ffmpeg for other formats)")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import shutil
 import tempfile
 import textwrap
 from collections.abc import Iterator, Sequence
@@ -34,6 +33,7 @@ from kpop_helpers.motion.skeleton import (
     RIGHT_CHAIN_JOINTS,
     T2M_KINEMATIC_CHAIN,
 )
+from kpop_helpers.utils import ffmpeg_path
 
 DEFAULT_AZIM = -60.0
 DEFAULT_ELEV = 15.0
@@ -332,15 +332,11 @@ def _render_jshtml(scene: Scene, frames: list[int], fps: float, dpi: float, prog
 
 
 def ffmpeg_executable() -> str:
-    """Path of an ffmpeg binary: imageio-ffmpeg's bundled one, else one on PATH."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        found = shutil.which("ffmpeg")
-        if found:
-            return found
-        raise RuntimeError("MP4 export needs ffmpeg: pip install 'kpop-helpers[viz]' (imageio-ffmpeg)") from None
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    """Path of an ffmpeg binary (`utils.ffmpeg_path`); RuntimeError saying what to install when there is none."""
+    found = ffmpeg_path()
+    if found is None:
+        raise RuntimeError("MP4 export needs ffmpeg: pip install 'kpop-helpers[viz]' (imageio-ffmpeg)")
+    return found
 
 
 def scene_save(scene: Scene, path: str | Path, *, fps: float, dpi: float | None = None,
