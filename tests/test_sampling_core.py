@@ -289,10 +289,11 @@ def test_core_imports_neither_torch_nor_upper_layers():
     assert done.returncode == 0, done.stderr
     loaded = eval(done.stdout.strip())  # a printed list of module names
     assert "torch" not in loaded
-    # Below the core: the shared error and the feature layout (motion, numpy only); nothing above it.
+    # Below the core: the shared error, numpy's filters (floor 0) and the feature layout (motion, numpy only).
     others = {m for m in loaded if not m.startswith("kpop_helpers.sampling")}
     assert "kpop_helpers.errors" in others and "kpop_helpers.motion.features" in others
-    assert all(m == "kpop_helpers.errors" or m.startswith("kpop_helpers.motion") for m in others), others
+    assert all(m in ("kpop_helpers.errors", "kpop_helpers.numeric") or m.startswith("kpop_helpers.motion")
+               for m in others), others
 
 
 def test_edge_config_sampling_is_read_by_the_one_spec_parser(tmp_path):

@@ -28,8 +28,9 @@ def test_export_writes_an_int8_tower_whose_embeddings_agree_with_fp32(tiny_expor
     assert info["size_bytes"] < 0.7 * sum((out / f).stat().st_size for f in (TEXT_ONNX_FILE, TEXT_ONNX_FILE + ".data"))
     # Measured again here on prompts the export's check did not see.
     fp32 = EdgeGenerator(out, variant="fp32", threads=1, text_precision="fp32")
-    auto = EdgeGenerator(out, variant="fp32", threads=1)
+    auto = EdgeGenerator(out, variant="int8", threads=1)  # "auto": the text tower of the denoiser's precision
     assert fp32.text_encoder.path.name == TEXT_ONNX_FILE and auto.text_encoder.path.name == TEXT_INT8_ONNX_FILE
+    assert EdgeGenerator(out, variant="fp32", threads=1).text_encoder.path.name == TEXT_ONNX_FILE
     cosine = cosine_rows(fp32.encode(PROMPTS), auto.encode(PROMPTS))
     assert cosine.min() >= 0.99 and cosine.max() < 1.0 - 1e-7  # close, and really a different (quantised) tower
 
@@ -45,7 +46,7 @@ def test_text_precision_is_checked(tiny_export, tmp_path):
     (old / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="compress.text_quant"):
         EdgeGenerator(old, variant="fp32", threads=1, text_precision="int8")
-    assert EdgeGenerator(old, variant="fp32", threads=1).text_encoder.path.name == TEXT_ONNX_FILE
+    assert EdgeGenerator(old, variant="int8", threads=1).text_encoder.path.name == TEXT_ONNX_FILE
 
 
 def test_an_old_export_gets_the_int8_tower_from_the_cli_and_a_failed_check_writes_nothing(tiny_export, tmp_path):
