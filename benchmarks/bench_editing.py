@@ -296,12 +296,14 @@ def run_agreement(gen: EdgeGenerator, args: argparse.Namespace, clips: list, fra
     model, spec, edges = load_torch_model(args.model), gen.sampling, {args.variant: gen}
     if "fp32" in gen.manifest["variants"] and args.variant != "fp32":
         edges["fp32"] = EdgeGenerator(args.export_dir, variant="fp32", threads=args.threads)
+    # The fp32 text tower (an int8 variant carries the int8 one): PyTorch's arithmetic is the reference.
+    text_encoder = edges.get("fp32", gen).text_encoder
     cases = [("timeline", {"timeline": timeline_for(frames), "frames": frames}),
              ("inbetween", {"prompts": [clips[-1][2]], "constraints": make_constraint("inbetween", clips[-1][1])})]
     rows = []
     for name, request in cases:
         ref = generate(model, **request, sampler=spec["sampler"], steps=spec["steps"], guidance=spec["guidance"],
-                       eta=spec.get("eta", 0.0), seed=0, text_encoder=gen.text_encoder, progress=False).joints[0]
+                       eta=spec.get("eta", 0.0), seed=0, text_encoder=text_encoder, progress=False).joints[0]
         for variant, edge in edges.items():
             dist = np.linalg.norm(edge.generate_result(**request, seed=0).joints[0] - ref, axis=-1) * 1000.0
             rows.append({"case": name, "frames": len(ref), "variant": variant, "mean_mm": float(dist.mean()),
