@@ -25,23 +25,16 @@ from kpop_helpers.edge.manifest import MANIFEST_NAME, TEXT_INT8_ONNX_FILE, TEXT_
 from kpop_helpers.edge.text import OnnxTextEncoder
 from kpop_helpers.editing.song import DEFAULT_STYLE, INTENSITY_WORDS
 from kpop_helpers.errors import DataError
+from kpop_helpers.prompts import DANCE_PROMPTS
 from kpop_helpers.utils import atomic_write_text, commit_file
 
 logger = logging.getLogger(__name__)
 
 MIN_COSINE = 0.99
-# What users type: short and long dance prompts, the song styles (intensity word + style), a one-word prompt
-# and one past the 256-token limit (truncation).
+# What users type: the benchmark's first nine dance prompts, short and long ones, the song styles (intensity word
+# + style), one-word prompts and one past the 256-token limit (truncation).
 PARITY_PROMPTS = (
-    "a powerful girl-crush dance with sharp arm hits and strong stomps",
-    "a cute aegyo dance with small bounces and hand hearts",
-    "a laid-back hip-hop groove with a relaxed bounce in the knees",
-    "an energetic boy-group dance with big jumps and fast footwork",
-    "a smooth sexy concept dance with slow body rolls",
-    "a bright retro disco dance with pointing arms and side steps",
-    "an intense synchronized chorus with quick spins and arm waves",
-    "a gentle ballad dance with soft swaying arms",
-    "a dancer shuffles the feet quickly side to side in a fast house footwork routine",
+    *DANCE_PROMPTS[:9],
     "a person walks forward, turns around and waves",
     "salsa",
     "spin",
