@@ -32,7 +32,7 @@ from kpop_helpers.metrics.pfc import PFC_SCALE, foot_contact_terms
 from kpop_helpers.motion.features import features_to_joints, joints_to_features
 from kpop_helpers.motion.quality import foot_skating_ratio, jitter
 from kpop_helpers.motion.skeleton import FOOT_JOINTS
-from kpop_helpers.utils import atomic_write_text, fmt, json_ready, markdown_table
+from kpop_helpers.utils import fmt, markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MOTION = REPO.parent / "shared" / "data" / "real_motion"
@@ -240,8 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.records:
         result["records"] = records
     out = Path(args.out)
-    atomic_write_text(out / "beat_alignment.json", json.dumps(json_ready(result), indent=1) + "\n")
-    atomic_write_text(out / "beat_alignment.md", to_markdown(result))
+    write_result_files(out, "beat_alignment", result, to_markdown(result))
     print(to_markdown(result))
     return 0
 

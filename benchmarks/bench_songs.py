@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.utils import atomic_write_text, json_ready, markdown_table
+from kpop_helpers.utils import json_ready, markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 MUSIC = REPO.parent / "shared" / "data" / "music"
@@ -54,7 +54,9 @@ def one_song(args: argparse.Namespace) -> dict[str, Any]:
     files_s = time.perf_counter() - mark
     peak = peak_rss_mib()  # the whole song's data path; the figure (matplotlib) is drawn and measured after it
     mark = time.perf_counter()
-    write_song_outputs(dance, folder, gif=False, figure=True)
+    from kpop_helpers.music import plot_analysis
+
+    plot_analysis(dance.analysis, path=folder / "analysis.png")  # what write_song_outputs(figure=True) adds
     figure_s = time.perf_counter() - mark
     before = features_to_joints(dance.generated)
     rng = np.random.default_rng(args.seed)
@@ -196,9 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                            "machine": f"{platform.processor() or platform.machine()}, onnxruntime "
                                       f"{onnxruntime.__version__}", "goals": GOALS, "anchors": ANCHORS},
               "songs": summarise(rows), "runs": rows, "attribution": credits}
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "music.json", json.dumps(json_ready(result), indent=1) + "\n")
-    atomic_write_text(args.out / "music.md", markdown(result))
+    write_result_files(args.out, "music", result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.utils import atomic_write_text, json_ready, markdown_table
+from kpop_helpers.utils import markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_MIB = 160.0
@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                                       f"{onnxruntime.__version__}"},
               "rows": rows, "cosine": held_out_cosine(args.export_dir) if "int8" in towers else {},
               "export_check": info.get("int8", {})}
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "text_side.json", json.dumps(json_ready(result), indent=1) + "\n")
-    atomic_write_text(args.out / "text_side.md", markdown(result))
+    write_result_files(args.out, "text_side", result, markdown(result))
     print(markdown(result))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import re
@@ -213,6 +214,15 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, 
     lines += ["| " + " | ".join(show(row, key).replace("|", "\\|") for key, _ in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
+
+def write_result_files(folder: str | Path, stem: str, result: Any, markdown: str) -> tuple[Path, Path]:
+    """A benchmark's <stem>.json (json_ready, indented) and <stem>.md in `folder` (made if missing), atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = folder / f"{stem}.json", folder / f"{stem}.md"
+    atomic_write_text(paths[0], json.dumps(json_ready(result), indent=1) + "\n")
+    atomic_write_text(paths[1], markdown)
+    return paths
 
 def ffmpeg_path() -> str | None:
     """An ffmpeg binary: imageio-ffmpeg's bundled one (the [viz] extra), else ffmpeg on PATH, else None."""
