@@ -31,6 +31,8 @@ def example_inputs(cfg: Any, batch: int = 2, frames: int | None = None, seed: in
     timesteps = torch.from_numpy(rng.integers(0, cfg.diffusion_steps, size=batch, dtype=np.int64))
     text_emb = torch.from_numpy(rng.standard_normal((batch, cfg.text_dim), dtype=np.float32))
     uncond = torch.from_numpy(np.arange(batch) % 2 == 1)
+    if getattr(cfg, "guidance_input", False):  # a guidance student's fifth input: scales across its range
+        return x, timesteps, text_emb, uncond, torch.from_numpy(rng.uniform(1.0, 4.0, size=batch).astype(np.float32))
     return x, timesteps, text_emb, uncond
 
 
@@ -101,14 +103,25 @@ def measure_difference(reference: Runner, candidate: Runner,
     return result
 
 
-def torch_runner(module: torch.nn.Module) -> Runner:
-    """Run a PyTorch module (eager, TorchScript or an exported program's module) on numpy inputs."""
-    def run(x: np.ndarray, t: np.ndarray, e: np.ndarray, u: np.ndarray) -> np.ndarray:
+def torch_runner(module: torch.nn.Module, guidance_input: bool | None = None) -> Runner:
+    """Run a PyTorch module (eager, TorchScript or an exported program's module) on numpy inputs.
+
+    guidance_input: whether the module takes the guidance scale as a fifth input (None: `module.guidance_input`).
+    """
+    eager = hasattr(module, "output_guidance")  # an MDM: its fifth positional argument is frame_mask
+
+    def run(x: np.ndarray, t: np.ndarray, e: np.ndarray, u: np.ndarray, g: np.ndarray | None = None) -> np.ndarray:
+        args = [torch.from_numpy(np.ascontiguousarray(a)) for a in (x, t, e, u)]
         with torch.no_grad():
-            out = module(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(t)),
-                         torch.from_numpy(np.ascontiguousarray(e)), torch.from_numpy(np.ascontiguousarray(u)))
+            if g is None:
+                out = module(*args)
+            elif eager:
+                out = module(*args, guidance=torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)))
+            else:
+                out = module(*args, torch.from_numpy(np.ascontiguousarray(g, dtype=np.float32)))
         return out.detach().float().numpy()
 
+    run.guidance_input = bool(getattr(module, "guidance_input", False) if guidance_input is None else guidance_input)
     return run
 
 
@@ -127,9 +140,11 @@ def torchscript_runner(path: str | Path) -> Runner:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         module = torch.jit.load(str(path), map_location="cpu")
-    return torch_runner(module.eval())
+    inputs = len(list(module.graph.inputs())) - 1  # less `self`
+    return torch_runner(module.eval(), guidance_input=inputs == 5)
 
 
 def torch_export_runner(path: str | Path) -> Runner:
     """Run a torch.export `.pt2` file loaded with torch.export.load."""
-    return torch_runner(torch.export.load(str(path)).module())
+    program = torch.export.load(str(path))
+    return torch_runner(program.module(), guidance_input=len(program.graph_signature.user_inputs) == 5)

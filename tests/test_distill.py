@@ -72,22 +72,51 @@ def _dances(model, **sampling) -> np.ndarray:
     return generate(model, PROMPTS, frames=60, seed=3, progress=False, **sampling).features
 
 
-def test_guidance_student_matches_the_guided_teacher_in_one_call(tmp_path, teacher):
-    distiller, (start, result) = _distil(tmp_path / "guidance", teacher, stage="guidance", guidance=2.5)
+def _x0_distances(distiller, student, scale: float) -> tuple[float, float]:
+    """(student, teacher's conditioned call): mean distance to the guided teacher's x0 at `scale`, on the
+    validation clips noised with fresh noise at every timestep range."""
+    gen = torch.Generator().manual_seed(99)
+    batch = distiller.val_batches.all_batches(8)[0] if distiller.val_batches else distiller.train_batches.batch(0)
+    x0, mask, text = batch["x"], batch["mask"], batch["text_emb"]
+    t = torch.randint(0, distiller.diffusion.num_steps, (x0.shape[0],), generator=gen)
+    w = torch.full((x0.shape[0],), scale)
+    x_t, model_t, target = distiller.distill_target(x0, t, mask, text, torch.randn(x0.shape, generator=gen), w)
+    with torch.no_grad():
+        mine = distiller.student_x0(student, x_t, model_t, text, mask, w)
+        conditioned = distiller.teacher_x0(x_t, model_t, text, mask, torch.ones_like(w))
+    return float((mine - target).abs().mean()), float((conditioned - target).abs().mean())
+
+
+def test_guidance_student_takes_the_scale_and_matches_the_guided_teacher_in_one_call(tmp_path, teacher):
+    distiller, (start, result) = _distil(tmp_path / "guidance", teacher, stage="guidance", guidance=2.5, steps=150)
     assert result.val_loss < 0.7 * start, (start, result.val_loss)  # distance to the guided teacher's x0
     spec = student_sampling(distiller.cfg)
-    assert (spec.sampler, spec.guidance) == ("ddpm", 1.0)
-    model = _load(teacher[0])
-    guided = _dances(model, sampler="ddim", steps=10, guidance=2.5)
-    unguided = _dances(model, sampler="ddim", steps=10, guidance=1.0)
-    student = _dances(distiller.ema_model(), sampler="ddim", steps=10, guidance=1.0)
-    # One conditioned call per step, nearer the guided dance than the teacher's own conditioned call.
-    assert np.abs(student - guided).mean() < np.abs(unguided - guided).mean()
+    assert (spec.sampler, spec.guidance) == ("ddpm", 2.5)
+    student = distiller.ema_model().eval()
+    assert student.guidance_input and not distiller.teacher.guidance_input
+    distances = {scale: _x0_distances(distiller, student, scale) for scale in (1.5, 2.5, 3.5)}
+    # One model, every scale of the trained range: nearer the guided x0 than the conditioned call, the more so
+    # the further the scale takes the guided x0 from the conditioned one.
+    assert all(mine < conditioned for mine, conditioned in distances.values()), distances
+    assert distances[3.5][0] < 0.7 * distances[3.5][1], distances
+    calls = []
+    student.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    _dances(student, sampler="ddim", steps=10, guidance=3.0)
+    assert calls == [len(PROMPTS)] * 10  # one conditioned call per step: batch B, not the guided 2B
+
+
+def test_fixed_scale_student_bakes_the_guidance_in(tmp_path, teacher):
+    distiller, (start, result) = _distil(tmp_path / "fixed", teacher, stage="guidance", guidance=2.5,
+                                         guidance_input=False)
+    assert result.val_loss < 0.7 * start, (start, result.val_loss)
+    assert student_sampling(distiller.cfg).guidance == 1.0 and not distiller.ema_model().guidance_input
+    mine, conditioned = _x0_distances(distiller, distiller.ema_model().eval(), 2.5)
+    assert mine < 0.7 * conditioned, (mine, conditioned)
 
 
 def test_step_student_with_n_steps_is_nearer_the_teacher_than_the_teacher_with_n(tmp_path, teacher):
     distiller, (start, result) = _distil(tmp_path / "steps", teacher, stage="steps", guidance=1.0, student_steps=2,
-                                         steps=120)
+                                         steps=120, guidance_input=False)
     assert result.val_loss < start, (start, result.val_loss)
     assert distiller.student_t.tolist() == [0, 500]
     model = _load(teacher[0])
@@ -108,10 +137,11 @@ def test_the_target_of_a_perfect_student_is_the_teachers_two_steps(tmp_path, tea
     text, mask = torch.randn(3, d.bare_model.cfg.text_dim), torch.ones(3, 40, dtype=torch.bool)
     index = torch.tensor([1, 2, 3])
     t, s = d.student_t[index], d.student_t[index - 1]
-    target = d.two_step_target(x, index, text, mask)
+    w = torch.tensor([1.5, 2.5, 3.0])
+    target = d.two_step_target(x, index, text, mask, w)
     mid = (t + s) // 2
-    x_mid = d._ddim(x, d.teacher_x0(x, t, text, mask), t, mid)
-    two = d._ddim(x_mid, d.teacher_x0(x_mid, mid, text, mask), mid, s)
+    x_mid = d._ddim(x, d.teacher_x0(x, t, text, mask, w), t, mid)
+    two = d._ddim(x_mid, d.teacher_x0(x_mid, mid, text, mask, w), mid, s)
     torch.testing.assert_close(d._ddim(x, target, t, s), two, rtol=1e-4, atol=1e-4)
     d.ckpt.close(timeout=0)
 
@@ -124,6 +154,8 @@ def test_config_errors_name_the_field(tmp_path, teacher):
         DistillConfig(teacher=str(weights), data=str(data), stage="consistency")
     with pytest.raises(DataError, match="student_steps"):
         DistillConfig(teacher=str(weights), data=str(data), stage="steps", student_steps=1)
+    with pytest.raises(DataError, match="guidance_min"):
+        DistillConfig(teacher=str(weights), data=str(data), guidance_min=3.0, guidance_max=2.0)
     with pytest.raises(DataError, match="missing.safetensors"):
         DistillConfig(teacher=str(tmp_path / "missing.safetensors"), data=str(data))
     assert DistillConfig(teacher=str(weights), data=str(data)).init == str(weights)
@@ -158,7 +190,7 @@ def test_cli_and_export_of_the_student(tmp_path, teacher):
                            "--quiet"], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout[done.stdout.index("{"):])
-    assert summary["sampling"] == {"sampler": "ddim", "steps": 4, "guidance": 1.0} and summary["step"] == 4
+    assert summary["sampling"] == {"sampler": "ddim", "steps": 4, "guidance": 2.5} and summary["step"] == 4
     # fp32 only: the test teacher's strengthened text projection (x30) is too large a range for int8.
     config = EdgeConfig.from_dict({"optimization": {"quantization": {"enabled": False, "fp16": False},
                                                     "pruning": {"enabled": False}},
@@ -169,9 +201,19 @@ def test_cli_and_export_of_the_student(tmp_path, teacher):
     ModelExporter(summary["weights"], tmp_path / "edge_config.json", threads=1, progress=False).export_all(out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["variants"]["fp32"]["parity"]["passed"]
+    assert manifest["model_config"]["guidance_input"] is True
     edge = EdgeGenerator(out, variant="fp32", threads=1)
-    assert (edge.sampling["sampler"], edge.sampling["steps"], edge.sampling["guidance"]) == ("ddim", 4, 1.0)
-    assert np.isfinite(edge.generate(PROMPTS[:1], frames=40, seed=0)).all()
+    assert edge.denoise.guidance_input  # the graph's fifth input
+    assert (edge.sampling["sampler"], edge.sampling["steps"], edge.sampling["guidance"]) == ("ddim", 4, 2.5)
+    # The edge runtime's dance is the PyTorch student's (one call per step, the scale as input), at two scales.
+    from kpop_helpers.generate import generate
+
+    student = _load(summary["weights"])
+    for scale in (2.5, 1.5):
+        joints = edge.generate(PROMPTS[:1], frames=40, seed=0, guidance=scale)
+        torch_joints = generate(student, PROMPTS[:1], frames=40, seed=0, sampler="ddim", steps=4, guidance=scale,
+                                progress=False).joints
+        np.testing.assert_allclose(joints, np.asarray(torch_joints), atol=1e-3)
     bad = subprocess.run([sys.executable, "-m", "kpop_helpers.distill", "--data", str(data)], capture_output=True,
                          text=True, timeout=120, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "teacher" in bad.stderr

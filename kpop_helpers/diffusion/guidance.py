@@ -22,14 +22,19 @@ def cfg_model_fn(model: MDMForward, text_emb: Tensor, scale: float | Tensor = 2.
     Rows are run as ONE batch of 2B (B conditioned, then B with `uncond=True`), which halves the
     number of network calls compared with the reference's two passes; the result is identical for a
     network whose rows are independent. A plain scale of exactly 1 returns the conditioned output
-    from a batch of B, as MDM's sample script does when guidance_param == 1.
+    from a batch of B, as MDM's sample script does when guidance_param == 1. A guidance-distilled student
+    (`model.guidance_input`) is called once, conditioned, with the scale as its input.
     """
     conditioned_only = not isinstance(scale, Tensor) and float(scale) == 1.0
+    scale_input = bool(getattr(model, "guidance_input", False))
 
     def model_fn(x: Tensor, model_t: Tensor) -> Tensor:
         batch = x.shape[0]
         if text_emb.shape[0] != batch:
             raise ValueError(f"text_emb has {text_emb.shape[0]} rows but the sample batch has {batch}")
+        if scale_input:
+            rows = torch.as_tensor(scale, dtype=torch.float32, device=x.device).reshape(-1).expand(batch)
+            return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device), guidance=rows)
         if conditioned_only:
             return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device))
         uncond = torch.cat([torch.zeros(batch, dtype=torch.bool, device=x.device),

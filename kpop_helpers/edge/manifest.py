@@ -32,6 +32,7 @@ TOKENIZER_FILE = "tokenizer.json"
 PROMPT_EMBEDDINGS_FILE = "prompt_embeddings.npz"
 # ONNX graph interface of the denoiser (sequence-first inside; MDM layout outside).
 INPUT_NAMES = ("x", "timesteps", "text_emb", "uncond")
+GUIDANCE_INPUT = "guidance"  # a fifth input [B] float32, only in a guidance-distilled student's graph
 OUTPUT_NAMES = ("x0",)
 TEXT_INPUT_NAMES = ("input_ids", "attention_mask")
 TEXT_OUTPUT_NAME = "sentence_embedding"
@@ -86,3 +87,9 @@ def manifest_sampling(manifest: dict[str, Any], export_dir: str | Path) -> dict[
     if missing:
         raise DataError(f"missing keys {missing}", path=path, field="sampling", expected=f"all of {list(FIELDS)}")
     return SamplerSpec.parse(section, path=path, field="sampling").to_dict()
+
+
+def input_names(config: Any) -> tuple[str, ...]:
+    """The denoiser graph's inputs for a model config (MDMConfig or its dict): + "guidance" for a guidance student."""
+    takes = config.get("guidance_input", False) if isinstance(config, dict) else getattr(config, "guidance_input", False)
+    return INPUT_NAMES + ((GUIDANCE_INPUT,) if takes else ())

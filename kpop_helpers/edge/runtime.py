@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from kpop_helpers.editing import DEFAULT_MAX_WINDOWS, DancePlan, plan_dance
-from kpop_helpers.edge.manifest import (INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling, read_manifest,
-                                        variant_entry)
+from kpop_helpers.edge.manifest import (GUIDANCE_INPUT, INPUT_NAMES, MEAN_FILE, STD_FILE, manifest_sampling,
+                                        read_manifest, variant_entry)
 from kpop_helpers.edge.sampler import SamplingNoise, sample_loop, sample_to_features
 from kpop_helpers.edge.schedule import sampling_schedule
 from kpop_helpers.edge.text import make_session, text_encoder_from_manifest
@@ -23,14 +23,27 @@ from kpop_helpers.utils import peak_rss_mib
 
 
 def onnx_denoiser(session: Any):
-    """Wrap an ORT session of the exported denoiser as a numpy callable (x, timesteps, text_emb, uncond) -> x0."""
-    def denoise(x: np.ndarray, timesteps: np.ndarray, text_emb: np.ndarray, uncond: np.ndarray) -> np.ndarray:
+    """Wrap an ORT session of the exported denoiser as a numpy callable (x, timesteps, text_emb, uncond) -> x0.
+
+    A guidance student's graph has a fifth input, the scale [B] (`takes_guidance`; 1.0 when not given).
+    """
+    takes = GUIDANCE_INPUT in {i.name for i in session.get_inputs()}
+
+    def denoise(x: np.ndarray, timesteps: np.ndarray, text_emb: np.ndarray, uncond: np.ndarray,
+                guidance: np.ndarray | None = None) -> np.ndarray:
         feed = {INPUT_NAMES[0]: np.ascontiguousarray(x, dtype=np.float32),
                 INPUT_NAMES[1]: np.ascontiguousarray(timesteps, dtype=np.int64),
                 INPUT_NAMES[2]: np.ascontiguousarray(text_emb, dtype=np.float32),
                 INPUT_NAMES[3]: np.ascontiguousarray(uncond, dtype=bool)}
+        if takes:
+            scale = np.ones(x.shape[0], np.float32) if guidance is None else guidance
+            feed[GUIDANCE_INPUT] = np.ascontiguousarray(scale, dtype=np.float32).reshape(-1)
+        elif guidance is not None:
+            raise DataError("this denoiser takes no guidance input", field="guidance",
+                            expected="guidance=None (the guided pair of calls), or a guidance student's export")
         return session.run(None, feed)[0]
 
+    denoise.guidance_input = takes
     return denoise
 
 

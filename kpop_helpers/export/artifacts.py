@@ -18,7 +18,8 @@ from typing import Any, Iterator
 
 import torch
 
-from kpop_helpers.export.onnx_wrapper import INPUT_NAMES, OUTPUT_NAMES, ExportableMDM, dynamic_shapes, example_inputs
+from kpop_helpers.edge.manifest import input_names
+from kpop_helpers.export.onnx_wrapper import OUTPUT_NAMES, ExportableMDM, dynamic_shapes, example_inputs
 from kpop_helpers.export.parity import FP32_ATOL, measure_parity, require_parity
 from kpop_helpers.runners import onnx_runner, parity_inputs, torch_export_runner, torch_runner, torchscript_runner
 from kpop_helpers.utils import staged_path
@@ -91,7 +92,7 @@ def export_onnx_file(model: torch.nn.Module, path: str | Path, *, opset: int = 1
     with staged_path(final) as tmp:
         with quiet_export():
             program = torch.onnx.export(ExportableMDM(model), example_inputs(cfg), dynamo=True,
-                                        input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                                        input_names=list(input_names(cfg)), output_names=list(OUTPUT_NAMES),
                                         dynamic_shapes=dynamic_shapes(cfg), opset_version=int(opset), verbose=False)
             strip_debug_metadata(program)
             program.save(str(tmp))

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from kpop_helpers.edge.manifest import INPUT_NAMES, OUTPUT_NAMES
+from kpop_helpers.edge.manifest import GUIDANCE_INPUT, INPUT_NAMES, OUTPUT_NAMES
 from kpop_helpers.runners import example_inputs  # re-exported: the export's example inputs are the runners' inputs
 
 __all__ = ["ExportableMDM", "INPUT_NAMES", "OUTPUT_NAMES", "dynamic_shapes", "example_inputs", "input_spec"]
@@ -43,16 +43,19 @@ class ExportableMDM(nn.Module):
         self.cfg = cfg
         self.eval()
 
-    def forward(self, x: Tensor, timesteps: Tensor, text_emb: Tensor, uncond: Tensor) -> Tensor:
-        """x [B,263,1,T], timesteps [B] int64, text_emb [B,D], uncond [B] bool -> x0 [B,263,1,T]."""
-        return self.model(x, timesteps, text_emb, uncond)
+    def forward(self, x: Tensor, timesteps: Tensor, text_emb: Tensor, uncond: Tensor,
+                guidance: Tensor | None = None) -> Tensor:
+        """x [B,263,1,T], timesteps [B] int64, text_emb [B,D], uncond [B] bool (guidance [B] float32 for a
+        guidance student) -> x0 [B,263,1,T]."""
+        return self.model(x, timesteps, text_emb, uncond, guidance=guidance)
 
 
 def dynamic_shapes(cfg: Any) -> tuple[dict[int, Any], ...]:
     """torch.export dims: a dynamic batch for every input and dynamic frames (1..max_frames) for x."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     frames = torch.export.Dim("frames", min=1, max=int(cfg.max_frames))
-    return ({0: batch, 3: frames}, {0: batch}, {0: batch}, {0: batch})
+    per_row = ({0: batch},) * (4 if getattr(cfg, "guidance_input", False) else 3)
+    return ({0: batch, 3: frames}, *per_row)
 
 
 def input_spec(cfg: Any) -> dict[str, dict[str, Any]]:
@@ -63,6 +66,9 @@ def input_spec(cfg: Any) -> dict[str, dict[str, Any]]:
         INPUT_NAMES[1]: {"shape": ["batch"], "dtype": "int64", "meaning": "original diffusion step (timestep_map[t])"},
         INPUT_NAMES[2]: {"shape": ["batch", cfg.text_dim], "dtype": "float32", "meaning": "text embedding"},
         INPUT_NAMES[3]: {"shape": ["batch"], "dtype": "bool", "meaning": "True = unconditioned row (CFG)"},
+        **({GUIDANCE_INPUT: {"shape": ["batch"], "dtype": "float32",
+                             "meaning": "guidance scale (a guidance-distilled student: one call per step)"}}
+           if getattr(cfg, "guidance_input", False) else {}),
         OUTPUT_NAMES[0]: {"shape": ["batch", cfg.njoints, cfg.nfeats, "frames"], "dtype": "float32",
                           "meaning": "predicted clean motion x0"},
         "frames_range": [1, int(cfg.max_frames)],

@@ -36,6 +36,9 @@ class MDMConfig:
     max_frames: int = 196
     text_encoder: str = "clip"
     mask_frames: bool = False
+    # A guidance-distilled student takes the classifier-free guidance scale as an input (Meng et al.): one
+    # conditioned call per step instead of the guided pair. Adds `output_guidance` (not in official files).
+    guidance_input: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -68,6 +71,8 @@ class MDMConfig:
         if self.max_frames + 1 > self.pos_embed_max_len:
             raise bad("max_frames", f"{self.max_frames} frames + the condition token exceed pos_embed_max_len="
                       f"{self.pos_embed_max_len}", "max_frames < pos_embed_max_len")
+        if not isinstance(self.guidance_input, bool):
+            raise bad("guidance_input", f"got {self.guidance_input!r}", "true or false")
         if not isinstance(self.text_encoder, str) or not self.text_encoder:
             raise bad("text_encoder", f"got {self.text_encoder!r}", "a text encoder name such as 'clip'")
 

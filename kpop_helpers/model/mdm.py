@@ -117,6 +117,15 @@ class MDM(nn.Module):
         self.embed_timestep = TimestepEmbedder(d, self.sequence_pos_encoder)
         self.embed_text = nn.Linear(config.text_dim, d)
         self.output_process = OutputProcess(config.njoints, config.nfeats, d)
+        # Only guidance students have it (after the official keys: their order stays the reference's). It
+        # predicts the guidance direction (cond - uncond) from the same tokens: the guided x0 at scale w is
+        # cond + (w - 1) * direction, linear in w as classifier-free guidance is, from one pass. Zero at first,
+        # so a student made from a teacher starts as the teacher's conditioned call at every scale.
+        self.output_guidance = None
+        if config.guidance_input:
+            self.output_guidance = OutputProcess(config.njoints, config.nfeats, d)
+            nn.init.zeros_(self.output_guidance.poseFinal.weight)
+            nn.init.zeros_(self.output_guidance.poseFinal.bias)
 
         # Plain attributes (not in the state_dict): the normalisation statistics the model was trained
         # with (a kpop_helpers.motion.stats.MotionStats) and the text encoder feeding embed_text.
@@ -124,8 +133,13 @@ class MDM(nn.Module):
         self.text_encoder_name: str = config.text_encoder
 
     # ------------------------------------------------------------------ forward
+    @property
+    def guidance_input(self) -> bool:
+        """Whether the guidance scale is an input (one call per step) instead of the guided pair of calls."""
+        return self.output_guidance is not None
+
     def forward(self, x: Tensor, timesteps: Tensor, text_emb: Tensor, uncond: Tensor | bool | None = None,
-                frame_mask: Tensor | None = None) -> Tensor:
+                frame_mask: Tensor | None = None, guidance: Tensor | float | None = None) -> Tensor:
         """x [B,N,1,T], timesteps [B] long, text_emb [B,text_dim] -> predicted x0 [B,N,1,T].
 
         uncond: bool [B] (or one Python bool for the batch); True rows use the null condition (text vector
@@ -134,6 +148,8 @@ class MDM(nn.Module):
         draw of the forward, exactly like the reference); an explicit `uncond` disables that draw.
         frame_mask: bool [B,T], True on valid frames. Used only when cfg.mask_frames is True (the
         released 1000-step model was trained without it, so it is ignored there, as in the reference).
+        guidance: [B] (or one number) scale of a guidance-input model (`cfg.guidance_input`): its conditioned
+        rows predict the guided x0 at that scale; None means 1.0. Other models take no guidance.
         """
         if x.dim() != 4 or x.shape[1] != self.cfg.njoints or x.shape[2] != self.cfg.nfeats:
             raise DataError(f"got shape {tuple(x.shape)}", field="x",
@@ -144,6 +160,10 @@ class MDM(nn.Module):
         cond = self._condition_vector(text_emb.to(x.dtype), uncond)
         emb = self.embed_timestep(timesteps.long())
         emb = emb + self.embed_text(cond).unsqueeze(0)
+        if guidance is not None and self.output_guidance is None:
+            raise DataError("this model takes no guidance input", field="guidance",
+                            expected="guidance=None (classifier-free guidance is the sampler's guided pair), or "
+                                     "a guidance-distilled student (cfg.guidance_input)")
 
         tokens = self.input_process(x)
         padding_mask = None
@@ -154,7 +174,10 @@ class MDM(nn.Module):
         xseq = torch.cat((emb, tokens), dim=0)
         xseq = self.sequence_pos_encoder(xseq)
         output = self.seqTransEncoder(xseq, src_key_padding_mask=padding_mask)[1:]
-        return self.output_process(output)
+        if self.output_guidance is None or guidance is None:
+            return self.output_process(output)
+        scale = torch.as_tensor(guidance, device=x.device).to(output.dtype).reshape(-1, 1, 1, 1)
+        return self.output_process(output) + (scale - 1.0) * self.output_guidance(output)
 
     def _condition_vector(self, text_emb: Tensor, uncond: Tensor | bool | None) -> Tensor:
         """The text vector c per row after masking (c := 0 for the null condition)."""

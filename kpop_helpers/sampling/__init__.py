@@ -7,7 +7,7 @@ Torch-free (numpy, `kpop_helpers.errors` and the feature layout of `kpop_helpers
 from kpop_helpers.sampling.constraint import (
     LOWER_BODY_JOINTS, NUM_FEATURES, T2M_JOINTS, Constraint, hml_lower_body_mask, in_between_mask,
 )
-from kpop_helpers.sampling.denoiser import Denoiser
+from kpop_helpers.sampling.denoiser import Denoiser, takes_guidance
 from kpop_helpers.sampling.loop import guided_denoise, sample_loop, sample_to_features
 from kpop_helpers.sampling.noise import SamplingNoise, SequentialSteps, draw_noise, resolve_noise
 from kpop_helpers.sampling.schedule import (
@@ -27,5 +27,5 @@ __all__ = [
     "betas_for_alpha_bar", "ddim_step", "ddpm_step", "draw_noise", "get_named_beta_schedule", "guided_combine",
     "guided_denoise", "resolve_noise", "sample_loop", "sample_to_features",
     "hml_lower_body_mask", "in_between_mask", "posterior_mean", "predict_eps_from_xstart", "respace_betas",
-    "sample_step", "schedule_arrays", "space_timesteps",
+    "sample_step", "schedule_arrays", "space_timesteps", "takes_guidance",
 ]

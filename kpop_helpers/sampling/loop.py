@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kpop_helpers.sampling.constraint import NUM_FEATURES, Constraint
-from kpop_helpers.sampling.denoiser import Denoiser
+from kpop_helpers.sampling.denoiser import Denoiser, takes_guidance
 from kpop_helpers.sampling.noise import SamplingNoise
 from kpop_helpers.sampling.schedule import DiffusionSchedule
 from kpop_helpers.sampling.spec import SamplerSpec
@@ -21,8 +21,16 @@ from kpop_helpers.sampling.windows import WindowPlan
 
 def guided_denoise(denoise: Denoiser, x: np.ndarray, model_t: np.ndarray, text_emb: np.ndarray,
                    guidance: float) -> np.ndarray:
-    """x0 with classifier-free guidance: uncond + s * (cond - uncond), cond and uncond rows in one call."""
+    """x0 with classifier-free guidance: uncond + s * (cond - uncond), cond and uncond rows in one call.
+
+    A denoiser that takes the scale as an input (`takes_guidance`) is called once, conditioned, with it.
+    """
     batch = x.shape[0]
+    if takes_guidance(denoise):
+        rows = np.asarray(guidance, dtype=np.float32).reshape(-1)
+        if rows.shape[0] not in (1, batch):
+            raise ValueError(f"guidance must be a number or have shape [{batch}], got {rows.shape}")
+        return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool), np.broadcast_to(rows, (batch,)).copy())
     if np.ndim(guidance) == 0 and float(guidance) == 1.0:  # as diffusion.cfg_model_fn: the conditioned pass alone
         return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool))
     uncond = np.concatenate([np.zeros(batch, dtype=bool), np.ones(batch, dtype=bool)])
