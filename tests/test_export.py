@@ -67,8 +67,11 @@ def test_cli_writes_every_artifact_and_a_truthful_manifest(exported):
     manifest = json.loads((out / "manifest.json").read_text())
     variants = manifest["variants"]
     assert set(summary["variants"]) == set(variants)
-    for name, entry in variants.items():
-        assert entry["size_bytes"] == (out / entry["file"]).stat().st_size, name
+    for name, entry in variants.items():  # the graph file and, for int8, its external weights beside it
+        data = out / (entry["file"] + ".data")
+        assert entry["size_bytes"] == (out / entry["file"]).stat().st_size + (
+            data.stat().st_size if data.is_file() else 0), name
+        assert data.is_file() == (entry["precision"] == "int8" and entry["runtime"] == "onnxruntime"), name
     for name in ("fp32", "torchscript", "torch_export", "pruned_ffn"):
         parity = variants[name]["parity"]
         assert parity["passed"] and parity["max_abs"] <= 1e-4 and len(parity["cases"]) == 4, name

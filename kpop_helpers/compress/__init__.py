@@ -10,7 +10,7 @@ from kpop_helpers.compress.prune import (
 )
 from kpop_helpers.compress.quantize import (
     DEFAULT_MAX_REL_RMS, Fp16Result, Int8Result, QuantizationError, TorchInt8Coverage, convert_onnx_fp16,
-    quantize_onnx_int8, quantize_torch_int8, torch_state_size_bytes,
+    onnx_size_bytes, quantize_onnx_int8, quantize_torch_int8, torch_state_size_bytes, write_with_external_data,
 )
 from kpop_helpers.compress.sampling import FewStepError, few_step_errors
 
@@ -19,5 +19,6 @@ __all__ = [
     "PruneReport", "QuantizationError", "TorchInt8Coverage", "VariantError", "compressed_size_bytes",
     "convert_onnx_fp16", "count_parameters", "denoiser_error", "few_step_errors", "generate_joints",
     "joints_error_mm", "measure_variant", "prune_ffn", "prune_model", "prune_unstructured", "prune_width",
-    "quantize_onnx_int8", "quantize_torch_int8", "recovery_finetune", "torch_state_size_bytes",
+    "onnx_size_bytes", "quantize_onnx_int8", "quantize_torch_int8", "recovery_finetune", "torch_state_size_bytes",
+    "write_with_external_data",
 ]

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from kpop_helpers.compress import (
     GenerationSetup, compressed_size_bytes, convert_onnx_fp16, count_parameters, generate_joints, measure_variant,
-    prune_model, quantize_onnx_int8, quantize_torch_int8, recovery_finetune, torch_state_size_bytes,
+    onnx_size_bytes, prune_model, quantize_onnx_int8, quantize_torch_int8, recovery_finetune, torch_state_size_bytes,
 )
 from kpop_helpers.config import EDGE_CONFIG_NAME, EXPORT_FORMATS, load_edge_config
 from kpop_helpers.edge.manifest import MANIFEST_FORMAT, MANIFEST_NAME, MANIFEST_VERSION, MEAN_FILE, STD_FILE
@@ -120,7 +120,8 @@ class _Context:
 
 def _entry(file: Path, runtime: str, precision: str, pruning: str | None, params: int, **extra: Any) -> dict[str, Any]:
     return {"file": file.name, "runtime": runtime, "precision": precision, "pruning": pruning,
-            "size_bytes": file.stat().st_size, "params": params, **extra}
+            "size_bytes": onnx_size_bytes(file) if file.suffix == ".onnx" else file.stat().st_size, "params": params,
+            **extra}
 
 
 def _int8(ctx: _Context, name: str, src: Path, dst: Path, cfg: Any, params: int, pruning: str | None) -> dict[str, Any]:

@@ -91,11 +91,17 @@ def triton_config(signature: dict[str, Any], *, max_batch_size: int, path: Path,
     return "\n".join(parts) + "\n"
 
 
-def _place_model(source: Path, final: Path) -> str:
-    """Hard-link (or copy) `source` to `final` atomically; "hard link" or "copy"."""
+def _place_model(source: Path, final: Path, *, link: bool = True) -> str:
+    """Hard-link (or copy) `source` to `final` atomically; "hard link" or "copy".
+
+    link=False copies: ONNX external data must not be hard-linked, as `onnx.load` refuses a data file with
+    several links (a guard against hard-link attacks), which would break loading the export itself.
+    """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(final)
     try:
+        if not link:
+            raise OSError("copy asked for")
         os.link(source, tmp)
         os.replace(tmp, final)
         return "hard link"
@@ -185,7 +191,7 @@ def write_triton_repository(export_dir: str | Path, out_dir: str | Path, *, vari
             raise DataError(f"external data at {name!r}", path=source, expected="a file name beside the model")
     placed = _place_model(source, model_dir / "1" / "model.onnx")
     for name in signature["external"]:  # weights kept beside the graph travel with it, same relative name
-        _place_model(source.parent / name, model_dir / "1" / name)
+        _place_model(source.parent / name, model_dir / "1" / name, link=False)
     atomic_write_text(model_dir / "config.pbtxt", config)
     atomic_write_text(model_dir / "README.txt", _readme(signature, export_dir, variant, entry,
                                                         manifest_sampling(manifest, export_dir),

@@ -24,15 +24,15 @@ from kpop_helpers.pipeline.previews import (
 )
 from kpop_helpers.pipeline.report import write_report
 from kpop_helpers.pipeline.results import (
-    AssetsResult, BenchmarkResult, CompressionResult, DataResult, ExportResult, FinetuneResult, PreviewResult,
-    SongPreview,
+    AssetsResult, BenchmarkResult, CompressionResult, DataResult, DistillResult, ExportResult, FinetuneResult,
+    PreviewResult, SongPreview,
 )
 from kpop_helpers.pipeline.settings import (
     DEMO_PROMPTS, FULL, SMOKE, PipelineSettings, WorkDirs, resolve_work_dir, settings_for, training_steps,
 )
 from kpop_helpers.pipeline.assets import BaseModel, base_model, prepare_assets, recorded_base_model
 from kpop_helpers.pipeline.data_prep import ensure_data, prepare_data, prepare_own_data
-from kpop_helpers.pipeline.distilling import DistillResult, distill_run, student_preview
+from kpop_helpers.pipeline.distilling import distill_flops, distill_run, student_preview
 from kpop_helpers.pipeline.training import ensure_weights, finetune, finetune_run, restore_weights
 from kpop_helpers.pipeline.song import (
     RUNTIMES, alignment_summary, analyse_song, choreograph_song, download_song_dance,
@@ -55,5 +55,5 @@ __all__ = [
     "RUNTIMES", "SongPreview", "alignment_summary", "analyse_song", "choreograph_song", "download_song_dance",
     "load_song_previews", "parse_section_prompts", "pick_song", "song_credit", "song_files", "song_folder",
     "song_plan", "song_player_html",
-    "DistillResult", "distill_run", "student_preview",
+    "DistillResult", "distill_flops", "distill_run", "student_preview",
 ]

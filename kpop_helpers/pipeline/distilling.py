@@ -6,11 +6,10 @@ Colab), so a dropped runtime resumes where it stopped; the EMA weights and resul
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from kpop_helpers.pipeline.common import MissingStageOutput, load_result, publish, save_result, stage_progress
-from kpop_helpers.pipeline.results import DataResult
+from kpop_helpers.pipeline.results import DataResult, DistillResult
 from kpop_helpers.pipeline.settings import WorkDirs, settings_for
 
 # Forward-equivalents of one distillation step per sample (a backward pass costs about two forwards): the
@@ -19,25 +18,6 @@ _STUDENT_PASSES = 3
 # fp16 FLOP/s a T4 sustains on this transformer size, an assumption (65 TFLOPS peak with tensor cores; small
 # batches of 197-token sequences reach a fraction of it). Used only for the estimate printed beside measured times.
 T4_SUSTAINED_FLOPS = 12e12
-
-
-@dataclass
-class DistillResult:
-    """A distillation run: where the student is, what sampler it is for, and what it cost."""
-
-    run_dir: str
-    weights: str
-    checkpoint: str | None
-    stage: str
-    step: int
-    resumed_from: int
-    sampling: dict  # {"sampler", "steps", "guidance"} the student is made for
-    train_loss: float | None
-    val_loss: float | None
-    steps_per_second: float
-    seconds: float
-    device: str
-    t4_hours_estimate: float  # the whole run on a Colab T4 (fp16), from the FLOP count (see distill_flops)
 
 
 def distill_flops(params: int, frames: int, batch: int, stage: str, guided_teacher: bool) -> float:
@@ -105,7 +85,9 @@ def student_preview(teacher: str | Path, student: DistillResult, out: str | Path
     from kpop_helpers.viz.compare import compare
 
     dances = {}
-    for name, path, sampling in (("teacher", teacher, teacher_sampling), ("student", student.weights, student.sampling)):
+    # A guidance student is made for any number of steps: it dances with the teacher's.
+    own = {**student.sampling, "steps": student.sampling["steps"] or teacher_sampling["steps"]}
+    for name, path, sampling in (("teacher", teacher, teacher_sampling), ("student", student.weights, own)):
         model, stats = load_init(str(path))
         model.stats = stats
         result = generate(model, [prompt], frames=frames, seed=0, progress=False, sampler=sampling["sampler"],

@@ -172,3 +172,22 @@ class SongPreview:
     timings: dict[str, float] = field(default_factory=dict)  # analysis, generation, alignment (s)
     warnings: list[str] = field(default_factory=list)  # the analysis's (no clear beat, ...)
     seconds: float = 0.0
+
+
+@dataclass
+class DistillResult:
+    """A distillation run: where the student is, what sampler it is for, and what it cost."""
+
+    run_dir: str
+    weights: str
+    checkpoint: str | None
+    stage: str
+    step: int
+    resumed_from: int
+    sampling: dict  # {"sampler", "steps", "guidance"} the student is made for
+    train_loss: float | None
+    val_loss: float | None
+    steps_per_second: float
+    seconds: float
+    device: str
+    t4_hours_estimate: float  # the whole run on a Colab T4 (fp16), from the FLOP count (see distill_flops)
