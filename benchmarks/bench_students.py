@@ -255,7 +255,8 @@ def markdown(result: dict[str, Any]) -> str:
     q = ref["quality"]
     steps = ", ".join(f"{t} thread(s): {1000 * s:.1f} s" for t, s in ref["step_s"].items())
     lines = ["# Few-step recipes vs MDM's 1000-step procedure (edge runtime, 196 frames)", "",
-             f"{p['date']} · {machine(p['machine'])} · teacher export `{p['teacher_export']}`, variant `{p['variant']}`. "
+             f"{p['date']} · {machine(p['machine'])} · teacher export `{p['teacher_export']}`, "
+             f"variant `{p['variant']}`. "
              f"Time: a fresh interpreter per row (no torch), text tower included, median of {p['repeats']} dances "
              f"after a warm-up; peak RSS of that process. Quality: {p['draws']} noise draws of {p['prompts']} prompts "
              "(mean ± sd between draws; in brackets the difference to the reference's mean and to the shipped "

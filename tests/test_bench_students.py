@@ -26,8 +26,9 @@ def test_students_benchmark_runs_on_the_tiny_export(tiny_export, tmp_path):
     done = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_students.py"), "--teacher-export",
                            str(out), "--teacher-weights", str(weights), "--student", f"same={out}",
                            "--reference-samples", str(tmp_path / "reference.npz"), "--prompts", "3", "--draws", "2",
-                           "--repeats", "1", "--threads", "1", "--only", "ddpm6_cond", "ddim4", "student", "--work", str(tmp_path / "work"), "--out",
-                           str(tmp_path)], capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+                           "--repeats", "1", "--threads", "1", "--only", "ddpm6_cond", "ddim4", "student",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "students.json").read_text())
     rows = {row["name"]: row for row in result["rows"]}

@@ -143,7 +143,7 @@ class Distiller(Trainer):
     def student_x0(self, model, x_t: Tensor, model_t: Tensor, text: Tensor, mask: Tensor, w: Tensor) -> Tensor:
         """The student's conditioned x0 (given the scale when it takes one)."""
         conditioned = torch.zeros(x_t.shape[0], dtype=torch.bool, device=x_t.device)  # explicit: no dropout draw
-        if getattr(model, "module", model).guidance_input:  # (an Accelerate-wrapped model keeps its in .module)
+        if getattr(model, "module", model).guidance_input:  # Accelerate/DDP wrap the model: the MDM is .module
             return model(x_t, model_t, text, conditioned, frame_mask=mask, guidance=w)
         return model(x_t, model_t, text, conditioned, frame_mask=mask)
 

@@ -91,5 +91,6 @@ def manifest_sampling(manifest: dict[str, Any], export_dir: str | Path) -> dict[
 
 def input_names(config: Any) -> tuple[str, ...]:
     """The denoiser graph's inputs for a model config (MDMConfig or its dict): + "guidance" for a guidance student."""
-    takes = config.get("guidance_input", False) if isinstance(config, dict) else getattr(config, "guidance_input", False)
+    get = config.get if isinstance(config, dict) else lambda key, default: getattr(config, key, default)
+    takes = get("guidance_input", False)
     return INPUT_NAMES + ((GUIDANCE_INPUT,) if takes else ())

@@ -28,7 +28,7 @@ def distill_flops(params: int, frames: int, batch: int, stage: str, guided_teach
 
 def distill_run(work: WorkDirs, teacher: str | Path, *, smoke: bool, stage: str = "steps", student_steps: int = 4,
                 guidance: float = 2.5, guidance_input: bool = True, steps: int | None = None,
-                batch_size: int | None = None, lr: float = 5e-5, resume: str = "auto",
+                batch_size: int | None = None, lr: float = 1e-5, resume: str = "auto",
                 progress: bool = True) -> DistillResult:
     """Distil `teacher` on the run's training data into `<work>/students/<stage>` (checkpoints mirrored there).
 
