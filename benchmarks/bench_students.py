@@ -88,9 +88,9 @@ def teacher_recipes(export: str, variant: str) -> list[Recipe]:
     """The shipped setting and the teacher's own few-step settings (guided pair, or one conditioned call)."""
     out = [Recipe("teacher_ddpm20", export, variant, "ddpm", 20, 2.5, "teacher, shipped sampler (guided pair)")]
     out += [Recipe(f"teacher_ddpm{n}", export, variant, "ddpm", n, 2.5, "teacher, fewer DDPM steps (guided pair)")
-            for n in (10,)]
+            for n in (10, 4)]
     out += [Recipe(f"teacher_ddpm{n}_cond", export, variant, "ddpm", n, 1.0, "teacher, conditioned call only")
-            for n in (20, 10, 6)]
+            for n in (20, 10, 6, 4)]
     out += [Recipe(f"teacher_ddim{n}_cond", export, variant, "ddim", n, 1.0, "teacher, DDIM (conditioned)")
             for n in (8, 4)]
     return out
