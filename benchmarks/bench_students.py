@@ -286,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--student", action="append", default=[], help="NAME=EXPORT_DIR of a student (repeatable)")
     parser.add_argument("--variant", default="int8")
     parser.add_argument("--reference-samples", required=True, help="the main benchmark's fp32_ddpm1000.npz")
-    parser.add_argument("--reference-data", default=str(REPO / "data" / "sample" / "val.npz"))
+    parser.add_argument("--reference-data", default=None, help="the reference clips (default: the sample data's "
+                        "val.npz, built when missing, as the main benchmark does)")
     parser.add_argument("--prompts", type=int, default=13)
     parser.add_argument("--draws", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
