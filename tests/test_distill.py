@@ -214,6 +214,16 @@ def test_cli_and_export_of_the_student(tmp_path, teacher):
         torch_joints = generate(student, PROMPTS[:1], frames=40, seed=0, sampler="ddim", steps=4, guidance=scale,
                                 progress=False).joints
         np.testing.assert_allclose(joints, np.asarray(torch_joints), atol=1e-3)
+    # The main benchmark's denoiser wrapper keeps the fifth input (one call per step there too).
+    from kpop_helpers.bench.variants import Denoiser, _torch_forward
+    from kpop_helpers.sampling import guided_denoise
+
+    x, t = np.zeros((1, 263, 1, 8), np.float32), np.array([3])
+    emb = edge.encode(PROMPTS[:1])
+    wrapped = [Denoiser(edge.denoise, None, None), Denoiser(_torch_forward(student), None, None, keepalive=student)]
+    assert all(d.guidance_input for d in wrapped)
+    np.testing.assert_allclose(guided_denoise(wrapped[0], x, t, emb, 2.0),
+                               edge.denoise(x, t, emb, np.zeros(1, bool), np.full(1, 2.0, np.float32)), atol=1e-6)
     bad = subprocess.run([sys.executable, "-m", "kpop_helpers.distill", "--data", str(data)], capture_output=True,
                          text=True, timeout=120, cwd=REPO_ROOT)
     assert bad.returncode == 2 and "teacher" in bad.stderr

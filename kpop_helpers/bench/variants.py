@@ -100,9 +100,14 @@ class Denoiser:
         self.params_nonzero = params_nonzero
         self.keepalive = keepalive  # the module/session, kept referenced while the denoiser lives
         self.edge = edge
+        # A guidance student takes the scale as an input: the sampling loops then make one call per step.
+        self.guidance_input = bool(getattr(forward, "guidance_input", False)
+                                   or getattr(keepalive, "guidance_input", False))
 
-    def __call__(self, x, timesteps, text_emb, uncond=None):
-        return self._forward(x, timesteps, text_emb, uncond)
+    def __call__(self, x, timesteps, text_emb, uncond=None, guidance=None):
+        if guidance is None:
+            return self._forward(x, timesteps, text_emb, uncond)
+        return self._forward(x, timesteps, text_emb, uncond, guidance)
 
 
 def load_torch_model(path: str | Path):
@@ -122,12 +127,14 @@ def _count(module) -> tuple[int, int]:
 def _torch_forward(module, dtype=None) -> Callable:
     import torch
 
-    def forward(x, timesteps, text_emb, uncond):
+    def forward(x, timesteps, text_emb, uncond, guidance=None):
         if uncond is None:
             uncond = torch.zeros(x.shape[0], dtype=torch.bool)
         if dtype is not None:
             x, text_emb = x.to(dtype), text_emb.to(dtype)
-        out = module(x, timesteps, text_emb, uncond)
+        # An MDM student takes the scale by keyword (its fifth positional argument is frame_mask).
+        out = module(x, timesteps, text_emb, uncond) if guidance is None else module(
+            x, timesteps, text_emb, uncond, guidance=guidance)
         return out.float() if dtype is not None else out
 
     return forward
