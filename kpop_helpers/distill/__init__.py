@@ -4,8 +4,9 @@ Two stages, each a `Distiller` run (CheckpointManager with Drive sync, exact res
 Accelerate, progress bar: everything `Trainer` has):
 
 - "guidance" (Meng et al., "On Distillation of Guided Diffusion Models", stage 1): the student's conditioned
-  x0 matches the teacher's classifier-free-guided x0 at the run's guidance scale, so it samples with one
-  model call per step (batch 1) and `guidance=1.0`.
+  x0 matches the teacher's classifier-free-guided x0, so it samples with one model call per step (batch 1).
+  With `guidance_input` (the default) the scale is the student's input (`MDM.output_guidance`), trained on
+  scales drawn from [guidance_min, guidance_max]; without it the student bakes in `guidance` and samples at 1.0.
 - "steps" (Salimans & Ho's progressive distillation, written for MDM's x0 parameterisation and cosine
   schedule): one deterministic DDIM step of the student from t to s equals two DDIM steps of the (guided, or
   guidance-distilled) teacher t -> (t+s)/2 -> s, on the DDIM timesteps of `student_steps`. Run it again on its
