@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from kpop_helpers.diffusion.gaussian import ModelFn
-from kpop_helpers.sampling.steps import guided_combine  # the one combine, for numpy and torch alike
+from kpop_helpers.sampling.steps import guidance_rows, guided_combine  # written once, for numpy and torch alike
 
 # MDM forward: model(x [B,263,1,T], timesteps [B] long, text_emb [B,D], uncond bool [B] | None) -> x0.
 MDMForward = Callable[[Tensor, Tensor, Tensor, Tensor | None], Tensor]
@@ -33,8 +33,8 @@ def cfg_model_fn(model: MDMForward, text_emb: Tensor, scale: float | Tensor = 2.
         if text_emb.shape[0] != batch:
             raise ValueError(f"text_emb has {text_emb.shape[0]} rows but the sample batch has {batch}")
         if scale_input:
-            rows = torch.as_tensor(scale, dtype=torch.float32, device=x.device).reshape(-1).expand(batch)
-            return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device), guidance=rows)
+            return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device),
+                         guidance=guidance_rows(scale, x, batch))
         if conditioned_only:
             return model(x, model_t, text_emb, torch.zeros(batch, dtype=torch.bool, device=x.device))
         uncond = torch.cat([torch.zeros(batch, dtype=torch.bool, device=x.device),

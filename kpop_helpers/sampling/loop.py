@@ -15,7 +15,7 @@ from kpop_helpers.sampling.denoiser import Denoiser, takes_guidance
 from kpop_helpers.sampling.noise import SamplingNoise
 from kpop_helpers.sampling.schedule import DiffusionSchedule
 from kpop_helpers.sampling.spec import SamplerSpec
-from kpop_helpers.sampling.steps import guided_combine, sample_step
+from kpop_helpers.sampling.steps import guidance_rows, guided_combine, sample_step
 from kpop_helpers.sampling.windows import WindowPlan
 
 
@@ -27,10 +27,7 @@ def guided_denoise(denoise: Denoiser, x: np.ndarray, model_t: np.ndarray, text_e
     """
     batch = x.shape[0]
     if takes_guidance(denoise):
-        rows = np.asarray(guidance, dtype=np.float32).reshape(-1)
-        if rows.shape[0] not in (1, batch):
-            raise ValueError(f"guidance must be a number or have shape [{batch}], got {rows.shape}")
-        return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool), np.broadcast_to(rows, (batch,)).copy())
+        return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool), guidance_rows(guidance, x, batch))
     if np.ndim(guidance) == 0 and float(guidance) == 1.0:  # as diffusion.cfg_model_fn: the conditioned pass alone
         return denoise(x, model_t, text_emb, np.zeros(batch, dtype=bool))
     uncond = np.concatenate([np.zeros(batch, dtype=bool), np.ones(batch, dtype=bool)])

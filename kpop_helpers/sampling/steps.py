@@ -81,12 +81,21 @@ def sample_step(schedule: DiffusionSchedule, sampler: str, x: Array, t: Array, p
                     expected="'ddpm' or 'ddim'")
 
 
-def guided_combine(out_cond: Array, out_uncond: Array, scale: float | Array) -> Array:
-    """Classifier-free guidance: out_uncond + scale * (out_cond - out_uncond), scalar or per-row [B] scale."""
-    batch = out_cond.shape[0]
-    rows = namespace(out_cond).asarray(scale, out_cond, "float32").reshape(-1)
+def guidance_rows(scale: float | Array, like: Array, batch: int) -> Array:
+    """The guidance scale as one float32 value per row [batch], in `like`'s library and device.
+
+    `scale`: a number or one value per row; anything else raises DataError naming the field.
+    """
+    xp = namespace(like)
+    rows = xp.asarray(scale, like, "float32").reshape(-1)
     if rows.shape[0] not in (1, batch):
         raise DataError(f"guidance scale must be a number or have shape [{batch}], got {tuple(rows.shape)}",
                         field="guidance", expected=f"a number or one value per row ({batch})")
-    scale = rows.reshape(row_shape(rows.shape[0], out_cond.ndim))
+    return rows if rows.shape[0] == batch else xp.concat([rows] * batch)
+
+
+def guided_combine(out_cond: Array, out_uncond: Array, scale: float | Array) -> Array:
+    """Classifier-free guidance: out_uncond + scale * (out_cond - out_uncond), scalar or per-row [B] scale."""
+    batch = out_cond.shape[0]
+    scale = guidance_rows(scale, out_cond, batch).reshape(row_shape(batch, out_cond.ndim))
     return out_uncond + scale * (out_cond - out_uncond)
