@@ -98,19 +98,19 @@ def _place_model(source: Path, final: Path, *, link: bool = True) -> str:
     several links (a guard against hard-link attacks), which would break loading the export itself.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path_for(final)
-    try:
-        if not link:
-            raise OSError("copy asked for")
-        os.link(source, tmp)
-        os.replace(tmp, final)
-        return "hard link"
-    except OSError:  # another filesystem, or links not allowed: copy instead
-        with staged_path(final) as staged:
-            shutil.copyfile(source, staged)
-        return "copy"
-    finally:
-        tmp.unlink(missing_ok=True)
+    if link:
+        tmp = temp_path_for(final)
+        try:
+            os.link(source, tmp)
+            os.replace(tmp, final)
+            return "hard link"
+        except OSError:  # another filesystem, or links not allowed: copy instead
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+    with staged_path(final) as staged:
+        shutil.copyfile(source, staged)
+    return "copy"
 
 
 def _readme(signature: dict[str, Any], export_dir: Path, variant: str, entry: dict[str, Any],
