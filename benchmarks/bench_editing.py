@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 import warnings
@@ -35,7 +34,7 @@ from kpop_helpers.editing import (BODY_PARTS, DEFAULT_BLEND, DEFAULT_OVERLAP, bo
                                   place_on)
 from kpop_helpers.motion.features import FEATURE_SLICES, features_to_joints
 from kpop_helpers.motion.skeleton import FOOT_JOINTS, T2M_JOINT_NAMES
-from kpop_helpers.utils import atomic_write_text, fmt, json_ready, markdown_table
+from kpop_helpers.utils import atomic_write_text, fmt, json_from_process, json_ready, markdown_table
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_MOTION = REPO.parent / "shared" / "data" / "real_motion"
@@ -267,11 +266,8 @@ def run_lengths(args: argparse.Namespace, s: Settings, progress: bool) -> tuple[
     for frames, max_windows in tqdm(jobs, desc="lengths", disable=not progress):
         cmd = [sys.executable, str(Path(__file__).resolve()), "--export-dir", str(args.export_dir), "--variant",
                args.variant, "--threads", str(args.threads), "--one-length", str(frames)]
-        proc = subprocess.run(cmd + (["--max-windows", str(max_windows)] if max_windows else []), cwd=REPO,
-                              capture_output=True, text=True, timeout=1800)
-        if proc.returncode:
-            raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row = json_from_process(cmd + (["--max-windows", str(max_windows)] if max_windows else []), " ".join(cmd),
+                                cwd=REPO, timeout=1800)
         rows.append({**row, "s_per_196_frames": row["total_s"] / (frames / 196.0)})
     full = [r for r in rows if r["max_windows"] is None]
     windows, times = np.array([r["windows"] for r in full], float), np.array([r["total_s"] for r in full])

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.utils import json_ready, markdown_table, write_result_files
+from kpop_helpers.utils import json_from_process, json_ready, markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 MUSIC = REPO.parent / "shared" / "data" / "music"
@@ -94,10 +93,7 @@ def run_all(args: argparse.Namespace, songs: list[Path]) -> list[dict[str, Any]]
                    "--threads", str(args.threads), "--seed", str(seed), "--one-song", str(song), "--work",
                    str(args.work)] + (["--steps", str(args.steps)] if args.steps else []) + \
                   (["--excerpt", str(args.excerpt)] if args.excerpt else [])
-        done = subprocess.run(command, capture_output=True, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{song.name} seed {seed} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(json_from_process(command, f"{song.name} seed {seed}"))
     return rows
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from kpop_helpers.utils import markdown_table, write_result_files
+from kpop_helpers.utils import json_from_process, markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_MIB = 160.0
@@ -48,11 +47,8 @@ print(json.dumps({"load_s": loaded - start, "dance_s": done - loaded, "text_s": 
 
 def one_run(export_dir: Path, variant: str, threads: int, precision: str) -> dict[str, Any]:
     """A fresh interpreter's load time, dance time and peak RSS."""
-    done = subprocess.run([sys.executable, "-c", ONE_RUN, str(export_dir), variant, str(threads), precision, PROMPT],
-                          capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"{precision} text, {threads} threads failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_from_process([sys.executable, "-c", ONE_RUN, str(export_dir), variant, str(threads), precision,
+                              PROMPT], f"{precision} text, {threads} threads", cwd=REPO)
 
 
 def held_out_cosine(export_dir: Path) -> dict[str, float]:

@@ -224,6 +224,18 @@ def write_result_files(folder: str | Path, stem: str, result: Any, markdown: str
     atomic_write_text(paths[1], markdown)
     return paths
 
+def json_from_process(command: Sequence[str], what: str, *, cwd: str | Path | None = None,
+                      timeout: float | None = None) -> Any:
+    """Run `command` (a fresh interpreter: its own peak memory, no warm caches) and parse its last stdout line
+    as JSON; RuntimeError naming `what`, with the end of its stderr, when it fails."""
+    import subprocess
+
+    done = subprocess.run(list(command), capture_output=True, text=True, cwd=cwd, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def ffmpeg_path() -> str | None:
     """An ffmpeg binary: imageio-ffmpeg's bundled one (the [viz] extra), else ffmpeg on PATH, else None."""
     import shutil
