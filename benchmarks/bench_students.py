@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from kpop_helpers.utils import markdown_table, write_result_files
+from kpop_helpers.utils import json_from_process, markdown_table, write_result_files
 
 REPO = Path(__file__).resolve().parents[1]
 TIME_GOAL_S, SPEEDUP_GOAL, QUALITY_BAND = 0.25, 340.0, 0.15
@@ -46,7 +45,7 @@ for seed in range(int(repeats)):
     edge.generate_result([prompt], seed=seed + 1, **run)
     times.append(time.perf_counter() - start)
 print(json.dumps({"dance_s": statistics.median(times), "dance_s_min": min(times), "peak_rss_mib": peak_rss_mib(),
-                  "torch": "torch" in sys.modules, "denoiser_calls": edge.denoise.guidance_input}))
+                  "torch": "torch" in sys.modules, "guidance_input": edge.denoise.guidance_input}))
 """
 REFERENCE_STEP = """
 import json, statistics, sys, time
@@ -109,19 +108,15 @@ def timed(recipe: Recipe, threads: int, repeats: int) -> dict[str, Any]:
     """A fresh interpreter's median end-to-end dance time and peak RSS for one recipe."""
     args = [recipe.export, recipe.variant, str(threads), recipe.sampler, str(recipe.steps), str(recipe.guidance),
             str(repeats), PROMPT]
-    done = subprocess.run([sys.executable, "-c", ONE_RECIPE, *args], capture_output=True, text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"{recipe.name} at {threads} threads failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json_from_process([sys.executable, "-c", ONE_RECIPE, *args], f"{recipe.name} at {threads} threads",
+                             cwd=REPO)
 
 
 def reference_step(weights: str, threads: int) -> float:
     """MDM's procedure: the median guided step (fp32 eager, batch of 2 rows, 196 frames) in seconds."""
-    done = subprocess.run([sys.executable, "-c", REFERENCE_STEP, weights, str(threads)], capture_output=True,
-                          text=True, cwd=REPO)
-    if done.returncode != 0:
-        raise RuntimeError(f"reference step at {threads} threads failed:\n{done.stderr[-3000:]}")
-    return float(json.loads(done.stdout.strip().splitlines()[-1])["step_s"])
+    done = json_from_process([sys.executable, "-c", REFERENCE_STEP, weights, str(threads)],
+                             f"reference step at {threads} threads", cwd=REPO)
+    return float(done["step_s"])
 
 
 def quality_draws(recipe: Recipe, prompts: list[str], draws: int, cache: Path) -> list[np.ndarray]:
@@ -197,24 +192,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     draws: dict[str, list[np.ndarray]] = {}
     for recipe in tqdm(recipes, desc="quality draws"):
         draws[recipe.name] = quality_draws(recipe, prompts, args.draws, Path(args.work) / "draws")
-    shipped = pooled_quality(draws["teacher_ddpm20"], reference_clips, "corrected")
     if args.gif:
         side_by_side_gif(draws, recipes, prompts, Path(args.out) / "teacher_vs_students.gif")
+    # Scored once per recipe (the draws do not depend on the thread count).
+    quality = {r.name: pooled_quality(draws[r.name], reference_clips, "corrected") for r in recipes}
+    scores: dict[str, dict[str, Any]] = {}
+    for recipe in recipes:
+        fidelity = pooled_fidelity(draws["teacher_ddpm20"], draws[recipe.name]) or {}
+        score = {k: quality[recipe.name].get(k) for k in ("fid_k", "fid_k_sd", "div_k", "div_k_sd", "pfc", "pfc_sd",
+                                                          "foot_skating", "n_draws")}
+        score["fidelity_to_shipped_mm"] = fidelity.get("fidelity_mm")
+        for key in ("fid_k", "pfc", "div_k"):
+            score[f"{key}_rel"] = relative(score[key], reference_quality.get(key))
+            score[f"{key}_rel_shipped"] = relative(score[key], quality["teacher_ddpm20"].get(key))
+        scores[recipe.name] = score
     for threads in args.threads:
         reference["step_s"][threads] = reference_step(args.teacher_weights, threads)
         for recipe in tqdm(recipes, desc=f"timing, {threads} thread(s)"):
             timing = timed(recipe, threads, args.repeats)
-            quality = pooled_quality(draws[recipe.name], reference_clips, "corrected")
-            fidelity = pooled_fidelity(draws["teacher_ddpm20"], draws[recipe.name]) or {}
-            row = {**asdict(recipe), "threads": threads, **timing,
-                   "calls_per_step": recipe.calls(timing.pop("denoiser_calls")),
-                   "speedup": 1000 * reference["step_s"][threads] / timing["dance_s"],
-                   **{k: quality.get(k) for k in ("fid_k", "fid_k_sd", "div_k", "div_k_sd", "pfc", "pfc_sd",
-                                                  "foot_skating", "n_draws")},
-                   "fidelity_to_shipped_mm": fidelity.get("fidelity_mm")}
-            for key in ("fid_k", "pfc", "div_k"):
-                row[f"{key}_rel"] = relative(row[key], reference_quality.get(key))
-                row[f"{key}_rel_shipped"] = relative(row[key], shipped.get(key))
+            calls = recipe.calls(timing.pop("guidance_input"))
+            row = {**asdict(recipe), "threads": threads, **timing, "calls_per_step": calls,
+                   "speedup": 1000 * reference["step_s"][threads] / timing["dance_s"], **scores[recipe.name]}
             row["targets"] = verdict(row) if threads == 2 else ""
             rows.append(row)
     return {"protocol": {"date": time.strftime("%Y-%m-%d"), "machine": cpu_info(), "prompts": len(prompts),
