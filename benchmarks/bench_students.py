@@ -297,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", default="", help="free text printed under the table (how the students were made)")
     parser.add_argument("--gif", action="store_true", help="also write teacher_vs_students.gif to --out")
     args = parser.parse_args(argv)
+    for spec in args.student:
+        if "=" not in spec or not all(spec.split("=", 1)):
+            parser.error(f"--student {spec!r}: expected NAME=EXPORT_DIR")
     result = run(args)
     write_result_files(args.out, "students", result, markdown(result))
     print(markdown(result))
